@@ -1,0 +1,24 @@
+"""`python -m datapolis_notify api|migrate`."""
+
+from __future__ import annotations
+
+import sys
+
+from datapolis_notify.app import create_app
+from datapolis_notify.settings import NotifySettings
+from datapolis_shared.cli import ServiceCommands
+from datapolis_shared.cli import main as cli_main
+
+COMMANDS = ServiceCommands(
+    package="datapolis_notify",
+    load_settings=NotifySettings,
+    create_app=create_app,
+)
+
+
+def main() -> None:
+    sys.exit(cli_main(COMMANDS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Settings of the notify service: environment variables prefixed `NOTIFY_`."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from datapolis_shared.settings import HttpSettings, ServiceSettings
+
+
+class NotifySettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NOTIFY_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    service_name: str = "notify"
+    http: HttpSettings = HttpSettings(port=8004)

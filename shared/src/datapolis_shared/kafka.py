@@ -1,0 +1,358 @@
+"""Kafka on aiokafka: the project's producer, topic provisioning, dead letters
+and the consumer loop every service uses.
+
+aiokafka's errors are translated here into :class:`Unavailable`, so callers
+never handle a client library's exception types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+
+from datapolis_shared.errors import InvalidInput, Unavailable
+from datapolis_shared.events.base import Event
+from datapolis_shared.events.cloudevents import Headers, to_structured
+from datapolis_shared.logs import event_id_var
+from datapolis_shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERS = "datapolis.deadletters"
+TOPIC_ALREADY_EXISTS = 36
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context()
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = (
+            settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        )
+    return options
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = field(default_factory=list)
+
+
+class Producer:
+    """An idempotent producer with acks=all whose sends return only once every
+    in-sync replica has the record, or raise :class:`Unavailable`."""
+
+    def __init__(self, settings: KafkaSettings, *, client_id: str, **overrides: Any) -> None:
+        self._settings = settings
+        options = {
+            **client_options(settings),
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "max_batch_size": 256 * 1024,
+            "compression_type": None,
+            **overrides,
+        }
+        self._producer = AIOKafkaProducer(**options)
+        self._started = False
+
+    async def start(self) -> None:
+        """Start; keeps retrying in the background-friendly way the caller chooses.
+
+        Raises :class:`Unavailable` when no broker answers, so an app can start
+        and report not-ready instead of crashing.
+        """
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+        self._started = True
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._producer.stop(), timeout=10)
+
+    async def ping(self) -> None:
+        """A real metadata request to the cluster; raises :class:`Unavailable`."""
+        if not self._started:
+            raise Unavailable("Kafka producer not started")
+        try:
+            await asyncio.wait_for(
+                self._producer.client.fetch_all_metadata(),
+                timeout=self._settings.readiness_timeout_s,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise Unavailable(f"Kafka metadata request failed: {exc!r}") from exc
+
+    async def send_many(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
+        """Send records and wait until Kafka acknowledged all of them (acks=all).
+
+        Either every record is acknowledged or :class:`Unavailable` is raised; in
+        the latter case some may still have been written, so callers keep
+        their records idempotent (ids, keys) and retry.
+        """
+        if not self._started:
+            raise Unavailable("Kafka producer not started", retry_after_s=5)
+        try:
+            async with asyncio.timeout(self._settings.delivery_timeout_s):
+                futures = [
+                    await self._producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+                    for r in records
+                ]
+                return list(await asyncio.gather(*futures))
+        except (KafkaError, TimeoutError) as exc:
+            raise Unavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+
+    async def send(self, record: OutgoingRecord) -> RecordMetadata:
+        return (await self.send_many([record]))[0]
+
+    async def send_event(self, event: Event, *, id: str | None = None) -> RecordMetadata:
+        envelope = event.to_cloudevent(id=id)
+        value, headers = to_structured(envelope)
+        return await self.send(OutgoingRecord(event.topic, value, event.key().encode(), headers))
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 3
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def control_topic_specs() -> list[TopicSpec]:
+    week = str(7 * 24 * 3600 * 1000)
+    return [
+        # Catalog and consent events are the system's memory of keys, datasets
+        # and consents: compacted, so the latest state per key stays forever.
+        TopicSpec("datapolis.catalog.events", 3, {"cleanup.policy": "compact"}),
+        TopicSpec("datapolis.consent.events", 3, {"cleanup.policy": "compact"}),
+        TopicSpec("datapolis.ingest.events", 3, {"retention.ms": week}),
+        TopicSpec("datapolis.ingest.rejected", 3, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(DEAD_LETTERS, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    ]
+
+
+async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id="datapolis-admin")
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [s for s in specs if s.name not in existing]
+        if not wanted:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=s.config,
+                )
+                for s in wanted
+            ]
+        )
+        created = []
+        for name, code, *rest in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TOPIC_ALREADY_EXISTS:
+                message = rest[0] if rest else ""
+                raise Unavailable(f"could not create topic {name}: error {code} {message}")
+        return created
+    except KafkaError as exc:
+        raise Unavailable(f"topic creation failed: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+
+def dead_letter_record(
+    record: ConsumerRecord[bytes, bytes], *, consumer: str, error: str
+) -> OutgoingRecord:
+    headers = list(record.headers or ())
+    headers += [
+        ("dl_consumer", consumer.encode()),
+        ("dl_error", error[:2000].encode()),
+        ("dl_source_topic", record.topic.encode()),
+        ("dl_source_partition", str(record.partition).encode()),
+        ("dl_source_offset", str(record.offset).encode()),
+    ]
+    return OutgoingRecord(DEAD_LETTERS, record.value or b"", record.key, headers)
+
+
+# Errors that say "try again later" rather than "this record is bad".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    Unavailable,
+    KafkaError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+class ConsumerLoop:
+    """Consume, handle, then commit: offsets move only after the handler's
+    effect is durable. A record the handler refuses goes to the dead letters
+    and the partition moves on; a transient failure is retried with backoff
+    without committing, so nothing is skipped while a dependency is down."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        name: str,
+        group_id: str,
+        topics: Sequence[str],
+        handler: Handler,
+        producer: Producer,
+        stuck_after_s: float = 60.0,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._group_id = group_id
+        self._topics = list(topics)
+        self._handler = handler
+        self._producer = producer
+        self._stuck_after_s = stuck_after_s
+        self._auto_offset_reset = auto_offset_reset
+        self._last_progress = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self.processed = 0
+        self.dead_lettered = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name=f"consumer:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def problem(self) -> str | None:
+        """Why this consumer cannot do its job, or None when it is healthy."""
+        if self._task is None:
+            return "not started"
+        if self._task.done():
+            return "stopped"
+        idle = time.monotonic() - self._last_progress
+        if idle > self._stuck_after_s:
+            return f"no progress for {idle:.0f}s"
+        return None
+
+    async def _run_forever(self) -> None:
+        backoff = 0.5
+        while True:
+            consumer = AIOKafkaConsumer(
+                *self._topics,
+                **client_options(self._settings),
+                group_id=self._group_id,
+                client_id=f"{self._group_id}-{self.name}",
+                enable_auto_commit=False,
+                auto_offset_reset=self._auto_offset_reset,
+                isolation_level="read_committed",
+                metadata_max_age_ms=5_000,
+            )
+            try:
+                await consumer.start()
+                backoff = 0.5
+                await self._consume(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer %s failed; restarting in %.1fs", self.name, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            self._last_progress = time.monotonic()
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            for tp, records in batches.items():
+                for record in records:
+                    await self._handle(record)
+                    self._last_progress = time.monotonic()
+                await consumer.commit(
+                    {TopicPartition(tp.topic, tp.partition): records[-1].offset + 1}
+                )
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        delay = 0.2
+        while True:
+            token = event_id_var.set(f"{record.topic}/{record.partition}/{record.offset}")
+            try:
+                await self._handler(record)
+                self.processed += 1
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning(
+                    "consumer %s: transient failure at %s/%d@%d, retrying in %.1fs: %r",
+                    self.name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    delay,
+                    exc,
+                )
+                self._last_progress = time.monotonic()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                # The record itself is bad (or the handler cannot process it):
+                # park it, say where it was, and let the partition move on.
+                reason = exc.message if isinstance(exc, InvalidInput) else repr(exc)
+                log.exception(
+                    "consumer %s: dead-lettering %s/%d@%d: %s",
+                    self.name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    reason,
+                )
+                await self._producer.send(
+                    dead_letter_record(record, consumer=self.name, error=reason)
+                )
+                self.dead_lettered += 1
+                return
+            finally:
+                event_id_var.reset(token)

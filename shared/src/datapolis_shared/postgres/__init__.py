@@ -1,0 +1,1 @@
+"""PostgreSQL on asyncpg: pools, migrations, transactional outbox, inbox."""
