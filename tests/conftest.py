@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from datapolis_shared.kafka import Producer, TopicSpec, control_topic_specs, ensure_topics
 from datapolis_shared.postgres.migrate import apply, load
@@ -60,8 +61,6 @@ async def schema(database_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 def postgres_settings(database_url: str, schema: str) -> PostgresSettings:
-    from pydantic import SecretStr
-
     return PostgresSettings(dsn=SecretStr(database_url), db_schema=schema, max_size=5)
 
 

@@ -3,8 +3,6 @@ dead letters and the records behind it are still processed."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiokafka import ConsumerRecord
 
 from datapolis_shared.events.base import parse_event

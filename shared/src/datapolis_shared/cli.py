@@ -10,9 +10,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -30,7 +29,8 @@ class ServiceCommands:
     package: str
     load_settings: Callable[[], ServiceSettings]
     create_app: Callable[[ServiceSettings], FastAPI]
-    run_worker: Callable[[ServiceSettings], Coroutine[Any, Any, None]] | None = None
+    # A worker owns its event loop (faust runs its own), so it is a plain call.
+    run_worker: Callable[[ServiceSettings], None] | None = None
 
 
 async def migrate(settings: ServiceSettings, package: str) -> list[str]:
@@ -72,7 +72,7 @@ def main(commands: ServiceCommands, argv: list[str] | None = None) -> int:
         )
         return 0
     if args.command == "worker" and commands.run_worker is not None:
-        asyncio.run(commands.run_worker(settings))
+        commands.run_worker(settings)
         return 0
     app = commands.create_app(settings)
     uvicorn.run(
