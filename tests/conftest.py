@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -116,3 +120,52 @@ def service_settings(
         postgres=postgres_settings,
         log_json=False,
     )
+
+
+class PrivateKafka:
+    """A Kafka broker of the test's own, on its own ports and storage, that the
+    test may stop and restart without disturbing the shared broker."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.port = _free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._env = {
+            **os.environ,
+            "DATAPOLIS_STATE_DIR": state_dir,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        }
+
+    async def _run(self, command: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            str(infra.REPO / "deploy/local/kafka.sh"),
+            command,
+            env=self._env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"kafka.sh {command} failed:\n{output.decode()[-3000:]}")
+
+    async def start(self) -> None:
+        await self._run("start")
+
+    async def stop(self) -> None:
+        await self._run("stop")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def private_kafka(tmp_path: Path) -> AsyncIterator[PrivateKafka]:
+    broker = PrivateKafka(str(tmp_path / "state"))
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()

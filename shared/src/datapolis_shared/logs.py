@@ -30,9 +30,9 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     if json:
         handler.setFormatter(
             JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s "
-                "%(request_id)s %(event_id)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                "%(levelname)s %(name)s %(message)s %(service)s %(request_id)s %(event_id)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",
             )
         )
     else:

@@ -1,0 +1,86 @@
+# datapolis — the local platform and its checks.
+#
+#   make up      Kafka, PostgreSQL, migrations and the four services
+#   make test    the test suite against the real Kafka and PostgreSQL
+#
+# Ports are overridable: make up KAFKA_PORT=19092 CATALOG_PORT=9001 ...
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export KAFKA_PORT ?= 9092
+export PG_PORT ?= 55432
+export CATALOG_PORT ?= 8001
+export INGEST_PORT ?= 8002
+export CONSENT_PORT ?= 8003
+export NOTIFY_PORT ?= 8004
+
+LOCAL := deploy/local
+VENV := .venv/bin
+PYTEST_ARGS ?=
+
+.PHONY: help install infra up down status migrate test test-unit lint bench logs clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## Python dependencies (uv, locked) and the Kafka jars
+	@$(LOCAL)/bootstrap.sh
+	@$(LOCAL)/kafka.sh fetch
+
+infra: install ## start Kafka and PostgreSQL only
+	@$(LOCAL)/postgres.sh start
+	@$(LOCAL)/kafka.sh start
+
+migrate: infra ## apply every service's migrations
+	@$(LOCAL)/services.sh migrate
+
+up: migrate ## run the platform: Kafka, PostgreSQL, migrations, the four services
+	@$(LOCAL)/services.sh start
+	@echo
+	@echo "datapolis is up:"
+	@echo "  Kafka        127.0.0.1:$(KAFKA_PORT)"
+	@echo "  PostgreSQL   postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis"
+	@echo "  catalog      http://127.0.0.1:$(CATALOG_PORT)/docs"
+	@echo "  ingest       http://127.0.0.1:$(INGEST_PORT)/docs"
+	@echo "  consent      http://127.0.0.1:$(CONSENT_PORT)/docs"
+	@echo "  notify       http://127.0.0.1:$(NOTIFY_PORT)/docs"
+	@echo "  operator key dpk_operator_dev-only-operator-key-change-me (development only)"
+	@echo "  logs         .local/logs/   stop with: make down"
+
+down: ## stop everything make up started
+	@$(LOCAL)/services.sh stop
+	@$(LOCAL)/kafka.sh stop
+	@$(LOCAL)/postgres.sh stop
+
+status: ## what runs, where, and whether it is ready
+	@$(LOCAL)/kafka.sh status || true
+	@$(LOCAL)/postgres.sh status || true
+	@$(LOCAL)/services.sh status || true
+
+test: infra ## all tests (unit, integration, end-to-end) on the real Kafka and PostgreSQL
+	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
+	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
+	 $(VENV)/pytest $(PYTEST_ARGS)
+
+test-unit: ## unit tests only (nothing running needed)
+	@$(VENV)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: ## ruff, mypy strict, the import contract, shellcheck
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy shared/src services/catalog/src services/ingest/src services/consent/src services/notify/src
+	$(VENV)/lint-imports
+	@if command -v shellcheck >/dev/null; then shellcheck deploy/local/*.sh .ci/run; \
+	 else echo "shellcheck not installed; skipped (apt-get install shellcheck)"; fi
+
+bench: infra ## ingest benchmark against the real broker (prints figures)
+	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
+	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
+	 $(VENV)/python bench/ingest.py
+
+logs: ## follow the services' logs
+	@tail -n 20 -F .local/logs/*.log
+
+clean: down ## stop everything and delete local state (Kafka data, PostgreSQL data, logs)
+	rm -rf .local
