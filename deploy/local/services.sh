@@ -58,7 +58,7 @@ migrate() {
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 launch() {  # launch NAME ROLE
-  local name=$1 role=$2
+  local name=$1 role=$2 vars
   local pid_file="$STATE/run/$name-$role.pid" log="$STATE/logs/$name-$role.log"
   if alive "$pid_file"; then
     echo "$name $role already running (pid $(cat "$pid_file"))"
@@ -67,7 +67,10 @@ launch() {  # launch NAME ROLE
   if [[ $role == api ]] && port_taken "${PORT[$name]}"; then
     die "127.0.0.1:${PORT[$name]} is taken by another process; set ${name^^}_PORT"
   fi
-  run "$name" setsid nohup "$PYTHON" -m "datapolis_$name" "$role" >>"$log" 2>&1 </dev/null &
+  # env, setsid and nohup each exec the next, so $! is the service's own pid
+  # (through a shell function it would be a subshell's, and stop would orphan it).
+  mapfile -t vars < <(service_env "$name")
+  env "${vars[@]}" setsid nohup "$PYTHON" -m "datapolis_$name" "$role" >>"$log" 2>&1 </dev/null &
   echo $! >"$pid_file"
 }
 
