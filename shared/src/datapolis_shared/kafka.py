@@ -41,7 +41,8 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
         "request_timeout_ms": settings.request_timeout_ms,
     }
     if settings.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context()
+        # The cluster's CA (Strimzi issues its own) or the system trust store.
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.ssl_cafile)
     if settings.sasl_mechanism:
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
@@ -148,15 +149,18 @@ class TopicSpec:
 
 
 def control_topic_specs() -> list[TopicSpec]:
-    week = str(7 * 24 * 3600 * 1000)
+    forever = {"retention.ms": "-1", "cleanup.policy": "delete"}
+    thirty_days = {"retention.ms": str(30 * 24 * 3600 * 1000)}
     return [
-        # Catalog and consent events are the system's memory of keys, datasets
-        # and consents: compacted, so the latest state per key stays forever.
-        TopicSpec("datapolis.catalog.events", 3, {"cleanup.policy": "compact"}),
-        TopicSpec("datapolis.consent.events", 3, {"cleanup.policy": "compact"}),
-        TopicSpec("datapolis.ingest.events", 3, {"retention.ms": week}),
-        TopicSpec("datapolis.ingest.rejected", 3, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-        TopicSpec(DEAD_LETTERS, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        # Catalog and consent events are deltas that share a key per dataset or
+        # agreement (registered, then schema added, amended...): compaction
+        # would keep only the last one and a replaying consumer would miss the
+        # rest. They are the system's memory, so they are kept forever.
+        TopicSpec("datapolis.catalog.events", 3, forever),
+        TopicSpec("datapolis.consent.events", 3, forever),
+        TopicSpec("datapolis.ingest.events", 3, {"retention.ms": str(7 * 24 * 3600 * 1000)}),
+        TopicSpec("datapolis.ingest.rejected", 3, thirty_days),
+        TopicSpec(DEAD_LETTERS, 1, thirty_days),
     ]
 
 

@@ -23,6 +23,8 @@ DEV_WEBHOOK_SECRET = "dev-only-webhook-secret-change-me"  # noqa: S105
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL).
+    ssl_cafile: str | None = None
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
