@@ -19,7 +19,7 @@ LOCAL := deploy/local
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install infra up down status migrate test test-unit lint bench logs clean
+.PHONY: help install infra up down status migrate test test-unit lint bench k8s-validate logs clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ bench: infra ## ingest benchmark against the real broker (prints figures)
 	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
 	 $(VENV)/python bench/ingest.py
+
+k8s-validate: ## render deploy/k8s overlays and validate them offline (core schemas and CRDs)
+	@deploy/k8s/validate.sh
 
 logs: ## follow the services' logs
 	@tail -n 20 -F .local/logs/*.log
