@@ -1,19 +1,101 @@
-"""The catalog HTTP API."""
+"""The catalog HTTP API and its wiring."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 import datapolis_catalog
+from datapolis_catalog.api import datasets, exports, organisations
+from datapolis_catalog.api.deps import Catalog
+from datapolis_catalog.datasets import Links
+from datapolis_catalog.provisioning import Provisioner
 from datapolis_catalog.settings import CatalogSettings
+from datapolis_shared.auth import ApiKeyStore
+from datapolis_shared.http import problems
 from datapolis_shared.http.app import create_service_app
+from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL refused a value of the request (a NUL character in a text, a
+    \\u0000 escape in a JSON Schema): the input is bad, so a 422, not a 500."""
+    assert isinstance(exc, asyncpg.exceptions.DataError)
+    log.warning("refused a value PostgreSQL cannot store: %s", exc)
+    return problems.problem(
+        422,
+        "unstorable-value",
+        f"the request holds a value that cannot be stored: {exc}",
+        instance=request.url.path,
+    )
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    return create_service_app(
-        settings or CatalogSettings(),
+    if settings is None:
+        settings = CatalogSettings()
+    if not isinstance(settings, CatalogSettings):
+        raise TypeError("the catalog needs CatalogSettings")
+    catalog_settings = settings
+    app: FastAPI
+
+    async def on_connected(runtime: Runtime) -> None:
+        # Catalog issues keys (sync_keys=False): its own table is the truth,
+        # cached briefly so a revocation bites here within about a second.
+        runtime.keys = ApiKeyStore(
+            runtime.pool,
+            operator_key=catalog_settings.operator_key.get_secret_value(),
+            cache_ttl_s=catalog_settings.key_cache_ttl_s,
+        )
+        provisioner = Provisioner(
+            runtime.pool,
+            catalog_settings.kafka,
+            interval_s=catalog_settings.provisioning_interval_s,
+        )
+        provisioner.start()
+        runtime.checks["topics"] = provisioner.problem
+        app.state.catalog = Catalog(
+            settings=catalog_settings,
+            pool=runtime.pool,
+            provisioner=provisioner,
+            links=Links(
+                kafka_bootstrap_servers=catalog_settings.kafka_public_bootstrap
+                or catalog_settings.kafka.bootstrap_servers,
+                ingest_url=catalog_settings.ingest_public_url,
+                notify_url=catalog_settings.notify_public_url,
+                consent_url=catalog_settings.consent_public_url,
+            ),
+        )
+
+    app = create_service_app(
+        catalog_settings,
         title="datapolis catalog",
         description=datapolis_catalog.__doc__ or "",
+        routers=[organisations.router, datasets.router, exports.router],
+        on_connected=on_connected,
         sync_keys=False,
     )
+    app.add_exception_handler(asyncpg.exceptions.DataError, _unstorable_value)
+    runtime_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        async with runtime_lifespan(app_):
+            try:
+                yield
+            finally:
+                # Before the runtime closes the pool the reconciliation uses.
+                catalog: Catalog | None = getattr(app_.state, "catalog", None)
+                if catalog is not None:
+                    await catalog.provisioner.stop()
+                    app_.state.catalog = None
+
+    app.router.lifespan_context = lifespan
+    return app

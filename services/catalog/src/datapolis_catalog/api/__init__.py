@@ -1,0 +1,1 @@
+"""HTTP edges of the catalog: parse, call one use case, map the result."""

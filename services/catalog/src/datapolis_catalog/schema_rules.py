@@ -1,0 +1,62 @@
+"""What a dataset's JSON Schema must be before the catalog accepts it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from datapolis_shared.errors import InvalidInput
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+
+
+def check_dataset_schema(
+    schema: dict[str, Any],
+    *,
+    key_field: str | None,
+    subject_field: str | None,
+) -> None:
+    """Raise :class:`InvalidInput` unless ``schema`` is a valid JSON Schema
+    2020-12 describing objects that carry the dataset's key and subject fields."""
+    declared = schema.get("$schema")
+    if declared is not None and declared.rstrip("#") != DRAFT_2020_12:
+        raise InvalidInput(
+            f"the schema declares $schema {declared!r}; datapolis speaks JSON Schema 2020-12 "
+            f"({DRAFT_2020_12})",
+            code="invalid-json-schema",
+        )
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidInput(
+            f"not a valid JSON Schema 2020-12: {exc.message}",
+            code="invalid-json-schema",
+            schema_path="/" + "/".join(str(p) for p in exc.path),
+        ) from exc
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
+        raise InvalidInput(
+            'a record is a JSON object: the schema needs "type": "object" and "properties"',
+            code="schema-not-an-object",
+        )
+    properties: dict[str, Any] = schema["properties"]
+    required = set(schema.get("required") or ())
+    if key_field is not None and key_field not in properties:
+        raise InvalidInput(
+            f"the key field '{key_field}' is not a property of the schema",
+            code="key-field-not-in-schema",
+        )
+    if subject_field is not None:
+        if subject_field not in properties:
+            raise InvalidInput(
+                f"the subject field '{subject_field}' is not a property of the schema",
+                code="subject-field-not-in-schema",
+            )
+        # Consent is checked per record on this field: a record without it
+        # could not be matched to anyone's consent.
+        if subject_field not in required:
+            raise InvalidInput(
+                f"the subject field '{subject_field}' must be required by the schema",
+                code="subject-field-not-required",
+            )
