@@ -86,7 +86,9 @@ class Runtime:
         loop = ConsumerLoop(
             self.settings.kafka,
             name=name,
-            group_id=f"datapolis-{self.settings.service_name}",
+            # A group per consumer: two consumers of one topic in the same
+            # service must each see every partition, not split them.
+            group_id=f"datapolis-{self.settings.service_name}-{name}",
             topics=topics,
             handler=handler,
             producer=self.require_producer(),
