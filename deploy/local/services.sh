@@ -18,7 +18,7 @@ declare -A PORT=(
   [consent]="${CONSENT_PORT:-8003}" [notify]="${NOTIFY_PORT:-8004}"
 )
 # Services that also run a stream worker.
-WORKERS=(catalog)
+WORKERS=(catalog ingest)
 
 die() { echo "services.sh: $*" >&2; exit 1; }
 

@@ -1,4 +1,4 @@
-"""`python -m datapolis_ingest api|migrate`."""
+"""`python -m datapolis_ingest api|migrate|worker`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 
 from datapolis_ingest.app import create_app
 from datapolis_ingest.settings import IngestSettings
+from datapolis_ingest.worker import run_worker
 from datapolis_shared.cli import ServiceCommands
 from datapolis_shared.cli import main as cli_main
 
@@ -13,6 +14,7 @@ COMMANDS = ServiceCommands(
     package="datapolis_ingest",
     load_settings=IngestSettings,
     create_app=create_app,
+    run_worker=run_worker,
 )
 
 

@@ -1,0 +1,62 @@
+"""Record-id deduplication within a bounded window, in this process's memory.
+
+At 20,000 records/s a database write per record id would be the bottleneck,
+so ids live in memory: per dataset, for ``window_s`` or until ``max_ids`` are
+held (the oldest go first). The guarantee is therefore per process and
+bounded: a retry that reaches another ingest replica, or arrives after the
+window, is written again. Consumers that need exactly-once keep the record id
+(``ce_id``) as a natural key.
+
+Ids are held while their batch is in flight (``reserve``) and remembered only
+once Kafka acknowledged it (``commit``); a batch that failed releases them
+(``release``) so its retry is not taken for a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class RecordIdWindow:
+    __slots__ = ("_max_ids", "_pending", "_seen", "_window_s")
+
+    def __init__(self, *, window_s: float, max_ids: int) -> None:
+        self._window_s = window_s
+        self._max_ids = max_ids
+        # id -> when it expires; insertion order is expiry order.
+        self._seen: dict[str, float] = {}
+        self._pending: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def is_known(self, record_id: str, now: float) -> bool:
+        if record_id in self._pending:
+            return True
+        expires = self._seen.get(record_id)
+        return expires is not None and expires > now
+
+    def reserve(self, record_id: str) -> None:
+        self._pending.add(record_id)
+
+    def release(self, record_ids: Iterable[str]) -> None:
+        self._pending.difference_update(record_ids)
+
+    def commit(self, record_ids: Iterable[str], now: float) -> None:
+        expires = now + self._window_s
+        seen = self._seen
+        for record_id in record_ids:
+            self._pending.discard(record_id)
+            seen.pop(record_id, None)  # re-inserted at the end: keeps expiry order
+            seen[record_id] = expires
+        self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        seen = self._seen
+        excess = len(seen) - self._max_ids
+        while seen:
+            oldest = next(iter(seen))
+            if excess <= 0 and seen[oldest] > now:
+                return
+            del seen[oldest]
+            excess -= 1

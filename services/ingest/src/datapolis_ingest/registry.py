@@ -1,0 +1,302 @@
+"""Ingest's own view of the datasets: what catalog announced, kept in this
+service's tables and, for the hot path, in memory with compiled validators.
+
+Catalog is the authority; ingest never calls it. ``DatasetRegistered``,
+``SchemaVersionAdded``, ``DatasetUpdated`` and ``DatasetRetired`` from
+``datapolis.catalog.events`` are applied to the ``datasets`` and
+``schema_versions`` tables (once each, through the inbox), then the dataset is
+reloaded into memory from the tables. Two processes (the API and the worker)
+may apply the same event: the inbox lets one write it, both reload.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from datapolis_ingest.validation import SchemaUnusable, Validator, compile_schema
+from datapolis_shared.errors import Conflict, NotFound
+from datapolis_shared.events.base import parse_event
+from datapolis_shared.events.catalog import (
+    DatasetRegistered,
+    DatasetRetired,
+    DatasetUpdated,
+    SchemaVersionAdded,
+)
+from datapolis_shared.events.cloudevents import from_structured
+from datapolis_shared.postgres import inbox
+from datapolis_shared.postgres.pool import Connection, Pool
+
+log = logging.getLogger(__name__)
+
+INBOX_CONSUMER = "dataset-registry"
+DATASET_EVENT_PREFIX = "org.datapolis.catalog.dataset."
+SCHEMA_EVENT_PREFIX = "org.datapolis.catalog.schema."
+
+UPSERT_DATASET = """
+INSERT INTO datasets
+    (dataset_id, slug, publisher_id, access_level, key_field, subject_field, topic_name)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (dataset_id) DO UPDATE SET
+    slug = EXCLUDED.slug,
+    publisher_id = EXCLUDED.publisher_id,
+    access_level = EXCLUDED.access_level,
+    key_field = EXCLUDED.key_field,
+    subject_field = EXCLUDED.subject_field,
+    topic_name = EXCLUDED.topic_name,
+    updated_at = now()
+"""
+INSERT_SCHEMA_VERSION = """
+INSERT INTO schema_versions (dataset_id, version, major, topic_name, json_schema)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+ON CONFLICT (dataset_id, version) DO NOTHING
+"""
+SELECT_DATASET_FOR_UPDATE = """
+SELECT publisher_id, access_level, key_field, subject_field FROM datasets
+WHERE dataset_id = $1 FOR UPDATE
+"""
+UPDATE_DATASET = """
+UPDATE datasets SET publisher_id = $2, access_level = $3, key_field = $4, subject_field = $5,
+                    updated_at = now()
+WHERE dataset_id = $1
+"""
+RETIRE_DATASET = """
+UPDATE datasets SET retired_at = coalesce(retired_at, now()), updated_at = now()
+WHERE dataset_id = $1
+"""
+# A dataset with its current (highest) schema version, if it has one.
+_SELECT_WITH_SCHEMA = """
+SELECT d.dataset_id, d.slug, d.publisher_id, d.access_level, d.key_field, d.subject_field,
+       d.topic_name, d.retired_at, s.version, s.major, s.topic_name AS schema_topic,
+       s.json_schema
+FROM datasets d
+LEFT JOIN LATERAL (
+    SELECT version, major, topic_name, json_schema FROM schema_versions v
+    WHERE v.dataset_id = d.dataset_id ORDER BY version DESC LIMIT 1
+) s ON true
+"""
+SELECT_DATASET = _SELECT_WITH_SCHEMA + " WHERE d.dataset_id = $1"
+SELECT_ALL_DATASETS = _SELECT_WITH_SCHEMA + " ORDER BY d.updated_at"
+
+# Keys of DatasetUpdated.changes that matter to ingest, and their column.
+_UPDATABLE = {
+    "publisher_id": "publisher_id",
+    "access_level": "access_level",
+    "key_field": "key_field",
+    "key_field_name": "key_field",
+    "subject_field": "subject_field",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """What ingest needs to accept a dataset's records, precomputed."""
+
+    dataset_id: str
+    slug: str
+    publisher_id: str
+    access_level: str
+    key_field: str | None
+    subject_field: str | None
+    retired: bool
+    topic: str
+    schema_version: int | None
+    major: int | None
+    # Compiled on first use: a process catching up on catalog's history does
+    # not pay for the schemas of datasets nobody pushes to.
+    schema: LazyValidator | None
+    # CloudEvents attributes of the dataset's records.
+    ce_source: str
+    ce_type: str
+    dataschema: str | None
+
+    @property
+    def personal(self) -> bool:
+        return self.access_level == "personal"
+
+    def accepting(self) -> Validator:
+        """The validator of the current schema, or why records are refused."""
+        if self.retired:
+            raise Conflict(
+                f"dataset {self.slug!r} is retired and accepts no more records",
+                code="dataset-retired",
+                slug=self.slug,
+            )
+        if self.schema is None:
+            raise Conflict(
+                f"dataset {self.slug!r} has no schema yet; add a schema version in the catalog",
+                code="dataset-without-schema",
+                slug=self.slug,
+            )
+        try:
+            return self.schema.compiled()
+        except SchemaUnusable as exc:
+            raise Conflict(
+                f"dataset {self.slug!r} has a schema ingest cannot use: {exc}",
+                code="schema-unusable",
+                slug=self.slug,
+            ) from exc
+
+
+class LazyValidator:
+    """A schema version's validator, compiled once, when first needed."""
+
+    __slots__ = ("_compiled", "_problem", "_schema_json")
+
+    def __init__(self, schema_json: str | bytes) -> None:
+        self._schema_json = schema_json
+        self._compiled: Validator | None = None
+        self._problem: SchemaUnusable | None = None
+
+    def compiled(self) -> Validator:
+        if self._compiled is None:
+            if self._problem is not None:
+                raise self._problem
+            try:
+                self._compiled = compile_schema(orjson.loads(self._schema_json))
+            except (SchemaUnusable, orjson.JSONDecodeError) as exc:
+                self._problem = SchemaUnusable(str(exc))
+                log.warning("a schema is unusable: %s", exc)
+                raise self._problem from exc
+        return self._compiled
+
+
+class DatasetRegistry:
+    """The in-memory side: datasets by slug, validators compiled once per
+    (dataset, schema version)."""
+
+    def __init__(self, pool: Pool, *, catalog_url: str) -> None:
+        self._pool = pool
+        self._catalog_url = catalog_url.rstrip("/")
+        self._by_slug: dict[str, Dataset] = {}
+        self._by_id: dict[str, Dataset] = {}
+        self._validators: dict[tuple[str, int], LazyValidator] = {}
+        self.loaded = False
+
+    def get(self, slug: str) -> Dataset | None:
+        return self._by_slug.get(slug)
+
+    def require(self, slug: str) -> Dataset:
+        dataset = self._by_slug.get(slug)
+        if dataset is None:
+            raise NotFound(f"no dataset {slug!r}", code="dataset-not-found", slug=slug)
+        return dataset
+
+    def __len__(self) -> int:
+        return len(self._by_slug)
+
+    async def load_all(self) -> None:
+        for row in await self._pool.fetch(SELECT_ALL_DATASETS):
+            self._put(self._from_row(row))
+        self.loaded = True
+        log.info("dataset registry loaded: %d dataset(s)", len(self._by_slug))
+
+    async def reload(self, dataset_id: str) -> None:
+        row = await self._pool.fetchrow(SELECT_DATASET, dataset_id)
+        if row is not None:
+            self._put(self._from_row(row))
+
+    async def on_catalog_event(self, value: bytes) -> None:
+        """Apply one record of ``datapolis.catalog.events`` (others are skipped)."""
+        envelope = from_structured(value)
+        if not envelope.type.startswith((DATASET_EVENT_PREFIX, SCHEMA_EVENT_PREFIX)):
+            return
+        event = parse_event(envelope)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await inbox.first_time(conn, INBOX_CONSUMER, envelope.id):
+                await apply_event(conn, event)
+        dataset_id = getattr(event, "dataset_id", None)
+        if dataset_id:
+            await self.reload(str(dataset_id))
+
+    def _put(self, dataset: Dataset) -> None:
+        previous = self._by_id.get(dataset.dataset_id)
+        if previous is not None and previous.slug != dataset.slug:
+            self._by_slug.pop(previous.slug, None)
+        holder = self._by_slug.get(dataset.slug)
+        # A slug freed by a retired dataset may be taken by a new one.
+        if holder is None or holder.dataset_id == dataset.dataset_id or holder.retired:
+            self._by_slug[dataset.slug] = dataset
+        self._by_id[dataset.dataset_id] = dataset
+
+    def _validator(self, dataset_id: str, version: int, schema_json: str) -> LazyValidator:
+        key = (dataset_id, version)
+        validator = self._validators.get(key)
+        if validator is None:
+            validator = LazyValidator(schema_json)
+            self._validators[key] = validator
+        return validator
+
+    def _from_row(self, row: Any) -> Dataset:
+        slug: str = row["slug"]
+        version: int | None = row["version"]
+        major: int | None = row["major"]
+        return Dataset(
+            dataset_id=row["dataset_id"],
+            slug=slug,
+            publisher_id=row["publisher_id"],
+            access_level=row["access_level"],
+            key_field=row["key_field"],
+            subject_field=row["subject_field"],
+            retired=row["retired_at"] is not None,
+            topic=row["schema_topic"] or row["topic_name"],
+            schema_version=version,
+            major=major,
+            schema=(
+                self._validator(row["dataset_id"], version, row["json_schema"])
+                if version is not None
+                else None
+            ),
+            ce_source=f"/datapolis/ingest/{slug}",
+            ce_type=f"org.datapolis.record.{slug}.v{major or 1}",
+            dataschema=(
+                f"{self._catalog_url}/datasets/{slug}/schemas/{version}"
+                if version is not None
+                else None
+            ),
+        )
+
+
+async def apply_event(conn: Connection, event: object) -> None:
+    """Write a catalog dataset event to ingest's tables (in the caller's transaction)."""
+    if isinstance(event, DatasetRegistered):
+        await conn.execute(
+            UPSERT_DATASET,
+            event.dataset_id,
+            event.slug,
+            event.publisher_id,
+            event.access_level,
+            event.key_field_name,
+            event.subject_field,
+            event.topic_name,
+        )
+    elif isinstance(event, SchemaVersionAdded):
+        await conn.execute(
+            INSERT_SCHEMA_VERSION,
+            event.dataset_id,
+            event.version,
+            event.major,
+            event.topic_name,
+            orjson.dumps(event.json_schema).decode(),
+        )
+    elif isinstance(event, DatasetUpdated):
+        row = await conn.fetchrow(SELECT_DATASET_FOR_UPDATE, event.dataset_id)
+        if row is None:
+            return
+        current = dict(row)
+        for change, column in _UPDATABLE.items():
+            if change in event.changes:
+                current[column] = event.changes[change]
+        await conn.execute(
+            UPDATE_DATASET,
+            event.dataset_id,
+            str(current["publisher_id"]),
+            str(current["access_level"]),
+            current["key_field"],
+            current["subject_field"],
+        )
+    elif isinstance(event, DatasetRetired):
+        await conn.execute(RETIRE_DATASET, event.dataset_id)

@@ -1,0 +1,268 @@
+"""The raw-topic worker: records produced straight to ``raw.<slug>`` are
+validated with the same rules as HTTP batches and forwarded to the dataset
+topic, or to the dead letters with their reasons.
+
+``python -m datapolis_ingest worker``. One consumer group subscribed to the
+pattern ``^raw\\..*`` (new datasets are picked up within the metadata refresh,
+5 s). Each polled batch of a partition is validated, written, and its offset
+committed only once Kafka acknowledged every forwarded record and dead letter;
+a failure to write retries the same batch without committing. A crash
+therefore repeats records rather than losing them, and a record without an id
+gets ``ce_id = <topic>-<partition>-<offset>``, the same on every repeat, so
+consumers can drop the repeats.
+
+faust-streaming was the first choice; on aiokafka 0.14 its pattern
+subscription never delivered records, so this is a plain aiokafka consumer
+with the guarantees spelled out above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+import uvloop
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from datapolis_ingest.app import ingest_settings, start_registry
+from datapolis_ingest.dedup import RecordIdWindow
+from datapolis_ingest.ingestion import DedupWindows
+from datapolis_ingest.records import Malformed, Preparer, Rejection, dead_letters
+from datapolis_ingest.registry import DatasetRegistry
+from datapolis_ingest.settings import IngestSettings
+from datapolis_ingest.stats import StatsAggregator
+from datapolis_ingest.validation import FieldError
+from datapolis_shared.errors import Conflict
+from datapolis_shared.events.base import raw_topic
+from datapolis_shared.kafka import (
+    TRANSIENT_ERRORS,
+    OutgoingRecord,
+    Producer,
+    client_options,
+    dead_letter_record,
+)
+from datapolis_shared.metrics import ServiceMetrics
+from datapolis_shared.runtime import Runtime
+from datapolis_shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+RAW_PATTERN = r"^raw\..*"
+RAW_PREFIX = raw_topic("")
+CONSUMER_NAME = "raw-validator"
+
+
+@dataclass
+class Forward:
+    records: list[OutgoingRecord]
+    reserved_ids: list[str] = field(default_factory=list)
+    window: RecordIdWindow | None = None
+    count: Callable[[], None] = lambda: None
+
+
+class RawForwarder:
+    """Sorts one partition's batch of raw records into Kafka records to write."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        registry: DatasetRegistry,
+        stats: StatsAggregator,
+        windows: DedupWindows,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._stats = stats
+        self._windows = windows
+
+    async def outgoing(
+        self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> Forward:
+        """What to write for ``records`` (and what to count once it is written)."""
+        slug = topic[len(RAW_PREFIX) :]
+        dataset = self._registry.get(slug)
+        deadline = time.monotonic() + self._settings.unknown_dataset_grace_s
+        while dataset is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)  # catalog's events may still be on their way
+            dataset = self._registry.get(slug)
+        if dataset is None:
+            error = f"no dataset {slug!r} is registered for topic {topic}"
+            return Forward(
+                [dead_letter_record(r, consumer=CONSUMER_NAME, error=error) for r in records]
+            )
+        items = []
+        for record in records:
+            try:
+                items.append(orjson.loads(record.value or b""))
+            except orjson.JSONDecodeError as exc:
+                text = (record.value or b"").decode("utf-8", errors="replace")
+                items.append(
+                    Malformed(0, text, f"not valid JSON: {exc.msg} at column {exc.pos + 1}")
+                )
+        window = self._windows.for_dataset(dataset.dataset_id)
+        try:
+            validator = dataset.accepting()
+        except Conflict as refused:
+            rejections = [
+                Rejection(i, [FieldError("", refused.message)], item)
+                for i, item in enumerate(items)
+            ]
+            outgoing: list[OutgoingRecord] = []
+            reserved: list[str] = []
+            duplicates = 0
+        else:
+            preparer = Preparer(dataset, validator, producer=dataset.publisher_id, id_prefix="")
+            prepared = preparer.prepare(
+                items,
+                window,
+                time.monotonic(),
+                raws=[r.value for r in records],
+                fallback_keys=[r.key for r in records],
+                fallback_ids=[f"{r.topic}-{r.partition}-{r.offset}" for r in records],
+            )
+            rejections, outgoing = prepared.rejections, prepared.outgoing
+            reserved, duplicates = prepared.reserved_ids, prepared.duplicates
+        for rejection in rejections:
+            rejection.source_topic = topic
+            rejection.source_offset = records[rejection.index].offset
+            rejection.line = None
+        letters = dead_letters(
+            rejections, dataset, producer_org_id=dataset.publisher_id, channel="kafka"
+        )
+        return Forward(
+            outgoing + letters,
+            reserved,
+            self._windows.for_dataset(dataset.dataset_id),
+            lambda: self._stats.add(
+                dataset_id=dataset.dataset_id,
+                slug=dataset.slug,
+                producer_org_id=dataset.publisher_id,
+                channel="kafka",
+                accepted=len(outgoing),
+                rejected=len(rejections),
+                duplicates=duplicates,
+            ),
+        )
+
+
+class RawValidator:
+    """Consume raw.*, forward, then commit; a failed write is retried, never skipped."""
+
+    def __init__(
+        self, settings: IngestSettings, forwarder: RawForwarder, producer: Producer
+    ) -> None:
+        self._settings = settings
+        self._forwarder = forwarder
+        self._producer = producer
+        self.forwarded = 0
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while True:
+            consumer = AIOKafkaConsumer(
+                **client_options(self._settings.kafka),
+                group_id=f"datapolis-{self._settings.service_name}-{CONSUMER_NAME}",
+                client_id=f"datapolis-{self._settings.service_name}-{CONSUMER_NAME}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                metadata_max_age_ms=5_000,
+            )
+            consumer.subscribe(pattern=RAW_PATTERN)
+            try:
+                await consumer.start()
+                backoff = 0.5
+                await self._consume(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("raw validator failed; restarting in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for tp, records in batches.items():
+                await self._forward(tp.topic, records)
+                await consumer.commit(
+                    {TopicPartition(tp.topic, tp.partition): records[-1].offset + 1}
+                )
+
+    async def _forward(self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        delay = 0.2
+        while True:
+            forward = await self._forwarder.outgoing(topic, records)
+            try:
+                await self._producer.send_many(forward.records)
+            except TRANSIENT_ERRORS as exc:
+                if forward.window is not None:
+                    forward.window.release(forward.reserved_ids)
+                log.warning(
+                    "raw validator: could not forward %d record(s) of %s (%r); retrying in %.1fs",
+                    len(records),
+                    topic,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if forward.window is not None:
+                forward.window.commit(forward.reserved_ids, time.monotonic())
+            forward.count()
+            self.forwarded += len(forward.records)
+            return
+
+
+async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
+    runtime = Runtime(settings=settings, metrics=ServiceMetrics(settings.service_name))
+    tasks: list[asyncio.Task[None]] = []
+    stats_holder: list[StatsAggregator] = []
+
+    async def on_connected(runtime: Runtime) -> None:
+        producer = runtime.require_producer()
+        registry = await start_registry(runtime, settings, group_suffix="worker-registry")
+        stats = StatsAggregator(lambda: producer, interval_s=settings.stats_interval_s)
+        stats.start()
+        stats_holder.append(stats)
+        windows = DedupWindows(window_s=settings.dedup_window_s, max_ids=settings.dedup_max_ids)
+        validator = RawValidator(
+            settings, RawForwarder(settings, registry, stats, windows), producer
+        )
+        tasks.append(asyncio.create_task(validator.run(), name=CONSUMER_NAME))
+        log.info("raw-topic worker running (pattern %s)", RAW_PATTERN)
+
+    await runtime.start(on_connected, sync_keys=False)
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for stats in stats_holder:
+            await stats.stop()
+        await runtime.stop()
+
+
+def run_worker(settings: ServiceSettings) -> None:
+    config = ingest_settings(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop)
+
+    uvloop.run(main())

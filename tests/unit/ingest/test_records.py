@@ -1,0 +1,160 @@
+"""The pure parts of ingest: validators, record-id windows, parsing, and how a
+batch is sorted into Kafka records and rejections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from datapolis_ingest.dedup import RecordIdWindow
+from datapolis_ingest.records import Malformed, Preparer, parse_json_batch, parse_ndjson
+from datapolis_ingest.registry import Dataset, LazyValidator
+from datapolis_ingest.validation import FieldError, SchemaUnusable, compile_schema
+from datapolis_shared.errors import InvalidInput
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "meter_id": {"type": "string"},
+        "kwh": {"type": "number", "minimum": 0},
+        "tags": {"type": "object", "properties": {"zone": {"enum": ["a", "b"]}}},
+    },
+    "required": ["meter_id", "kwh"],
+}
+
+
+def _dataset(**overrides: Any) -> Dataset:
+    values: dict[str, Any] = {
+        "dataset_id": "ds-1",
+        "slug": "meters",
+        "publisher_id": "org-1",
+        "access_level": "open",
+        "key_field": "meter_id",
+        "subject_field": None,
+        "retired": False,
+        "topic": "data.meters",
+        "schema_version": 3,
+        "major": 1,
+        "schema": LazyValidator(orjson.dumps(SCHEMA)),
+        "ce_source": "/datapolis/ingest/meters",
+        "ce_type": "org.datapolis.record.meters.v1",
+        "dataschema": "http://catalog/datasets/meters/schemas/3",
+    }
+    values.update(overrides)
+    return Dataset(**values)
+
+
+def test_validator_names_the_field_and_the_rule() -> None:
+    validate = compile_schema(SCHEMA)
+    assert validate({"meter_id": "m", "kwh": 1}) is None
+    assert validate({"meter_id": "m", "kwh": -1}) == FieldError(
+        "/kwh", "must be bigger than or equal to 0"
+    )
+    error = validate({"meter_id": "m", "kwh": 1, "tags": {"zone": "c"}})
+    assert error is not None
+    assert error.path == "/tags/zone"
+    missing = validate({"kwh": 1})
+    assert missing is not None
+    assert "meter_id" in missing.message
+
+
+def test_2020_12_keywords_fastjsonschema_lacks_are_still_enforced() -> None:
+    validate = compile_schema(
+        {"type": "object", "properties": {"pair": {"prefixItems": [{"type": "string"}]}}}
+    )
+    assert validate({"pair": ["a", 1]}) is None
+    error = validate({"pair": [1]})
+    assert error == FieldError("/pair/0", "1 is not of type 'string'")
+
+
+def test_a_broken_schema_is_unusable_not_a_crash() -> None:
+    with pytest.raises(SchemaUnusable):
+        compile_schema({"type": "no-such-type"})
+
+
+def test_window_remembers_acknowledged_ids_only() -> None:
+    window = RecordIdWindow(window_s=10, max_ids=100)
+    window.reserve("a")
+    assert window.is_known("a", now=0)
+    window.release(["a"])
+    assert not window.is_known("a", now=0)
+    window.reserve("a")
+    window.commit(["a"], now=0)
+    assert window.is_known("a", now=9.9)
+    assert not window.is_known("a", now=10.1)
+
+
+def test_window_is_bounded_oldest_first() -> None:
+    window = RecordIdWindow(window_s=1000, max_ids=3)
+    window.commit(["a", "b", "c", "d"], now=0)
+    assert len(window) == 3
+    assert not window.is_known("a", now=1)
+    assert window.is_known("d", now=1)
+
+
+def test_json_batch_position_of_a_syntax_error() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_json_batch(b'[{"a": 1},\n {"a": }]')
+    assert caught.value.code == "malformed-json"
+    assert (caught.value.extra["line"], caught.value.extra["column"]) == (2, 8)
+    assert parse_json_batch(b'{"a": 1}') == [{"a": 1}]
+    with pytest.raises(InvalidInput):
+        parse_json_batch(b"42")
+
+
+def test_ndjson_keeps_lines_and_marks_malformed_ones() -> None:
+    items, raws = parse_ndjson(b'{"a": 1}\n\n{oops\n {"b": 2} \n')
+    assert items[0] == {"a": 1}
+    assert items[2] == {"b": 2}
+    assert isinstance(items[1], Malformed)
+    assert items[1].line == 3
+    assert raws == [b'{"a": 1}', None, b'{"b": 2}']
+
+
+def test_prepare_sorts_records_and_builds_binary_cloudevents() -> None:
+    dataset = _dataset()
+    preparer = Preparer(dataset, dataset.accepting(), producer="org-1", id_prefix="batch-")
+    window = RecordIdWindow(window_s=60, max_ids=100)
+    items = [
+        {"id": "r1", "meter_id": "m-1", "kwh": 1},
+        {"meter_id": "m-2", "kwh": "x"},
+        {"meter_id": "m-3", "kwh": 2},
+        {"id": "r1", "meter_id": "m-1", "kwh": 1},
+        [1, 2],
+        {"id": {"nested": 1}, "meter_id": "m-4", "kwh": 2},
+    ]
+
+    prepared = preparer.prepare(items, window, now=0)
+
+    assert [r.index for r in prepared.rejections] == [1, 4, 5]
+    assert prepared.duplicates == 1
+    assert prepared.reserved_ids == ["r1"]
+    first, second = prepared.outgoing
+    assert first.topic == "data.meters"
+    assert first.key == b"m-1"
+    assert orjson.loads(first.value) == items[0]
+    headers = dict(first.headers)
+    assert headers["ce_id"] == b"r1"
+    assert headers["ce_type"] == b"org.datapolis.record.meters.v1"
+    assert headers["ce_producer"] == b"org-1"
+    assert headers["ce_dataschema"] == b"http://catalog/datasets/meters/schemas/3"
+    assert dict(second.headers)["ce_id"] == b"batch-2"
+
+
+def test_personal_records_need_their_subject() -> None:
+    dataset = _dataset(access_level="personal", subject_field="household", key_field=None)
+    preparer = Preparer(dataset, dataset.accepting(), producer="org-1", id_prefix="b-")
+    window = RecordIdWindow(window_s=60, max_ids=100)
+    prepared = preparer.prepare(
+        [{"meter_id": "m", "kwh": 1, "household": "h1"}, {"meter_id": "m", "kwh": 1}],
+        window,
+        now=0,
+    )
+    (record,) = prepared.outgoing
+    assert dict(record.headers)["ce_subject"] == b"h1"
+    assert record.key is None
+    assert prepared.rejections[0].errors[0].path == "/household"
