@@ -50,6 +50,7 @@ class Rejection:
     line: int | None = None
     # Where a raw-topic record came from.
     source_topic: str | None = None
+    source_partition: int | None = None
     source_offset: int | None = None
 
 
@@ -272,9 +273,18 @@ def dead_letters(
             rejected_at=now,
             schema_version=dataset.schema_version,
             source_topic=rejection.source_topic,
+            source_partition=rejection.source_partition,
             source_offset=rejection.source_offset,
         )
-        value, headers = to_structured(event.to_cloudevent())
+        # A raw-topic record has a position that does not change when the
+        # worker retries a batch: naming the dead letter after it lets readers
+        # drop the repeats of at-least-once delivery.
+        stable_id = (
+            f"rejected:{rejection.source_topic}-{rejection.source_partition}-{rejection.source_offset}"
+            if rejection.source_topic is not None
+            else None
+        )
+        value, headers = to_structured(event.to_cloudevent(id=stable_id))
         records.append(OutgoingRecord(event.topic, value, event.key().encode(), headers))
     return records
 

@@ -130,6 +130,7 @@ class RawForwarder:
             reserved, duplicates = prepared.reserved_ids, prepared.duplicates
         for rejection in rejections:
             rejection.source_topic = topic
+            rejection.source_partition = records[rejection.index].partition
             rejection.source_offset = records[rejection.index].offset
             rejection.line = None
         letters = dead_letters(

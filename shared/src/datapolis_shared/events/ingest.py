@@ -50,4 +50,5 @@ class RecordRejected(_IngestEvent):
     rejected_at: datetime
     schema_version: int | None = None
     source_topic: str | None = None
+    source_partition: int | None = None
     source_offset: int | None = None
