@@ -116,7 +116,8 @@ async def _wait_for(
 async def test_services_follow_kafka_readiness(
     platform: list[ServiceProcess], private_kafka: PrivateKafka
 ) -> None:
-    async with httpx.AsyncClient() as client:
+    # Generous timeouts: four services and a broker share two cores here.
+    async with httpx.AsyncClient(timeout=30) as client:
         await _wait_for(client, platform, 200, timeout_s=90)
         for service in platform:
             assert (await client.get(f"{service.url}/healthz")).json() == {"status": "alive"}

@@ -126,4 +126,4 @@ async def test_raw_records_are_validated_forwarded_and_committed(
         ]
         return sum(e["accepted"] for e in events if e["channel"] == "kafka") == 3
 
-    await eventually(counted, timeout_s=20, interval_s=0.5)
+    await eventually(counted, timeout_s=40, interval_s=0.5)
