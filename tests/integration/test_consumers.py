@@ -3,8 +3,13 @@ dead letters and the records behind it are still processed."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
+import pytest
 from aiokafka import ConsumerRecord
 
+from datapolis_shared.errors import Unavailable
 from datapolis_shared.events.base import parse_event
 from datapolis_shared.events.catalog import OrganisationRegistered
 from datapolis_shared.events.cloudevents import CloudEvent, from_structured, to_structured
@@ -150,3 +155,81 @@ async def test_offsets_are_committed_only_after_the_effect(
         await second.stop()
     rows = await pool.fetch("SELECT org_id, seen FROM organisations ORDER BY org_id")
     assert [(r["org_id"], r["seen"]) for r in rows] == [(f"o{i}", 1) for i in range(8)]
+
+
+async def test_batch_handler_with_a_pattern_retries_then_dead_letters(
+    producer: Producer, new_topic, kafka_settings: KafkaSettings
+) -> None:
+    """A batch consumer subscribed by pattern: a transient failure is retried
+    until it passes, a batch it cannot handle goes to the dead letters whole,
+    and the records behind it are still handled."""
+    prefix = uuid.uuid4().hex[:8]
+    first = await new_topic(f"batchpat-{prefix}")
+    second = await new_topic(f"batchpat-{prefix}-b")
+    pattern = rf"^batchpat-{prefix}(-b)?\.[0-9a-f]+$"  # this test's two topics only
+    handled: list[bytes] = []
+    transient_left = 1
+
+    async def handle(topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        nonlocal transient_left
+        if any(r.value == b"poison" for r in records):
+            raise ValueError("this batch cannot be handled")
+        if transient_left:
+            transient_left -= 1
+            raise Unavailable("the database is restarting")
+        handled.extend(r.value or b"" for r in records)
+
+    await producer.send(OutgoingRecord(first, b"a"))
+    await producer.send(OutgoingRecord(second, b"b"))
+    loop = ConsumerLoop(
+        kafka_settings,
+        name=f"batch-{prefix}",
+        group_id=f"g-{prefix}",
+        pattern=pattern,
+        batch_handler=handle,
+        producer=producer,
+    )
+    loop.start()
+    try:
+        await eventually(lambda: sorted(handled) == [b"a", b"b"], timeout_s=30)
+        await producer.send(OutgoingRecord(first, b"poison"))
+        await eventually(lambda: loop.dead_lettered == 1, timeout_s=20)
+        await producer.send(OutgoingRecord(first, b"c"))
+        await eventually(lambda: b"c" in handled, timeout_s=20)
+    finally:
+        await loop.stop()
+    assert transient_left == 0  # the transient failure happened and was retried
+    assert sorted(handled) == [b"a", b"b", b"c"]
+    dead = [
+        r
+        for r in await read_topic(
+            kafka_settings.bootstrap_servers, DEAD_LETTERS, expect=10_000, timeout_s=3
+        )
+        if dict(r.headers).get("dl_consumer") == f"batch-{prefix}".encode()
+    ]
+    assert [r.value for r in dead] == [b"poison"]
+    assert dict(dead[0].headers)["dl_source_topic"] == first.encode()
+
+
+def test_a_loop_needs_exactly_one_source_and_one_handler(kafka_settings: KafkaSettings) -> None:
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="topics or a pattern"):
+        ConsumerLoop(
+            kafka_settings,
+            name="x",
+            group_id="g",
+            producer=None,  # type: ignore[arg-type]
+            topics=["t"],
+            pattern="^t$",
+            handler=handle,
+        )
+    with pytest.raises(ValueError, match="handler or a batch_handler"):
+        ConsumerLoop(
+            kafka_settings,
+            name="x",
+            group_id="g",
+            producer=None,  # type: ignore[arg-type]
+            topics=["t"],
+        )

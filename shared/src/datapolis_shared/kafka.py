@@ -385,13 +385,19 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+# Takes one partition's polled records at once (topic, records), for consumers
+# whose effect is cheaper per batch (one produce round trip instead of many).
+BatchHandler = Callable[[str, Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
 
 
 class ConsumerLoop:
     """Consume, handle, then commit: offsets move only after the handler's
     effect is durable. A record the handler refuses goes to the dead letters
     and the partition moves on; a transient failure is retried with backoff
-    without committing, so nothing is skipped while a dependency is down."""
+    without committing, so nothing is skipped while a dependency is down.
+
+    It subscribes to ``topics`` or to a regex ``pattern``, and takes either a
+    per-record ``handler`` or a per-partition ``batch_handler``."""
 
     def __init__(
         self,
@@ -399,17 +405,27 @@ class ConsumerLoop:
         *,
         name: str,
         group_id: str,
-        topics: Sequence[str],
-        handler: Handler,
         producer: Producer,
+        topics: Sequence[str] = (),
+        pattern: str | None = None,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
+        max_records: int = 500,
         stuck_after_s: float = 60.0,
         auto_offset_reset: str = "earliest",
     ) -> None:
+        if bool(topics) == (pattern is not None):
+            raise ValueError("a consumer loop takes topics or a pattern, one of the two")
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("a consumer loop takes a handler or a batch_handler, one of the two")
         self.name = name
         self._settings = settings
         self._group_id = group_id
         self._topics = list(topics)
+        self._pattern = pattern
         self._handler = handler
+        self._batch_handler = batch_handler
+        self._max_records = max_records
         self._producer = producer
         self._stuck_after_s = stuck_after_s
         self._auto_offset_reset = auto_offset_reset
@@ -451,6 +467,8 @@ class ConsumerLoop:
                 isolation_level="read_committed",
                 metadata_max_age_ms=5_000,
             )
+            if self._pattern is not None:
+                consumer.subscribe(pattern=self._pattern)
             try:
                 await consumer.start()
                 backoff = 0.5
@@ -468,30 +486,54 @@ class ConsumerLoop:
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             self._last_progress = time.monotonic()
-            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
             for tp, records in batches.items():
-                for record in records:
-                    await self._handle(record)
-                    self._last_progress = time.monotonic()
+                if self._batch_handler is not None:
+                    await self._handle_batch(tp.topic, records)
+                else:
+                    for record in records:
+                        await self._handle(record)
                 await consumer.commit(
                     {TopicPartition(tp.topic, tp.partition): records[-1].offset + 1}
                 )
 
+    async def _handle_batch(self, topic: str, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        assert self._batch_handler is not None
+        handle_batch = self._batch_handler
+        await self._retrying(
+            f"{topic}/{records[0].partition}@{records[0].offset}..{records[-1].offset}",
+            lambda: handle_batch(topic, records),
+            records,
+        )
+
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        assert self._handler is not None
+        handle = self._handler
+        await self._retrying(
+            f"{record.topic}/{record.partition}@{record.offset}", lambda: handle(record), [record]
+        )
+
+    async def _retrying(
+        self,
+        where: str,
+        attempt: Callable[[], Awaitable[None]],
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        """Run ``attempt`` until it succeeds or fails for a reason other than a
+        dependency being down; then dead-letter ``records`` and move on."""
         delay = 0.2
         while True:
-            token = event_id_var.set(f"{record.topic}/{record.partition}/{record.offset}")
+            token = event_id_var.set(where)
             try:
-                await self._handler(record)
-                self.processed += 1
+                await attempt()
+                self.processed += len(records)
+                self._last_progress = time.monotonic()
                 return
             except TRANSIENT_ERRORS as exc:
                 log.warning(
-                    "consumer %s: transient failure at %s/%d@%d, retrying in %.1fs: %r",
+                    "consumer %s: transient failure at %s, retrying in %.1fs: %r",
                     self.name,
-                    record.topic,
-                    record.partition,
-                    record.offset,
+                    where,
                     delay,
                     exc,
                 )
@@ -499,21 +541,14 @@ class ConsumerLoop:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception as exc:
-                # The record itself is bad (or the handler cannot process it):
-                # park it, say where it was, and let the partition move on.
+                # The records themselves are bad (or the handler cannot process
+                # them): park them, say where they were, let the partition move on.
                 reason = exc.message if isinstance(exc, InvalidInput) else repr(exc)
-                log.exception(
-                    "consumer %s: dead-lettering %s/%d@%d: %s",
-                    self.name,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    reason,
+                log.exception("consumer %s: dead-lettering %s: %s", self.name, where, reason)
+                await self._producer.send_many(
+                    [dead_letter_record(r, consumer=self.name, error=reason) for r in records]
                 )
-                await self._producer.send(
-                    dead_letter_record(record, consumer=self.name, error=reason)
-                )
-                self.dead_lettered += 1
+                self.dead_lettered += len(records)
                 return
             finally:
                 event_id_var.reset(token)

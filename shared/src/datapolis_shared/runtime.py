@@ -23,6 +23,7 @@ from datapolis_shared.events import CATALOG_EVENTS
 from datapolis_shared.events.base import parse_event
 from datapolis_shared.events.cloudevents import from_structured
 from datapolis_shared.kafka import (
+    BatchHandler,
     ConsumerLoop,
     Handler,
     Producer,
@@ -81,18 +82,28 @@ class Runtime:
         return self.keys
 
     def add_consumer(
-        self, *, name: str, topics: Sequence[str], handler: Handler, **options: object
+        self,
+        *,
+        name: str,
+        topics: Sequence[str] = (),
+        pattern: str | None = None,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
+        max_records: int = 500,
     ) -> ConsumerLoop:
+        """Start a consumer loop that readiness watches (see ``ConsumerLoop``)."""
         loop = ConsumerLoop(
             self.settings.kafka,
             name=name,
             # A group per consumer: two consumers of one topic in the same
             # service must each see every partition, not split them.
             group_id=f"datapolis-{self.settings.service_name}-{name}",
-            topics=topics,
-            handler=handler,
             producer=self.require_producer(),
-            **options,  # type: ignore[arg-type]
+            topics=topics,
+            pattern=pattern,
+            handler=handler,
+            batch_handler=batch_handler,
+            max_records=max_records,
         )
         self.consumers.append(loop)
         loop.start()

@@ -19,7 +19,6 @@ with the guarantees spelled out above.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import uvloop
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from datapolis_ingest.app import ingest_settings, start_registry
 from datapolis_ingest.dedup import RecordIdWindow
@@ -44,7 +43,6 @@ from datapolis_shared.kafka import (
     TRANSIENT_ERRORS,
     OutgoingRecord,
     Producer,
-    client_options,
     dead_letter_record,
 )
 from datapolis_shared.metrics import ServiceMetrics
@@ -153,81 +151,33 @@ class RawForwarder:
 
 
 class RawValidator:
-    """Consume raw.*, forward, then commit; a failed write is retried, never skipped."""
+    """The batch handler of the raw.* consumer: validate and forward one
+    partition's records. The shared ConsumerLoop commits only after this
+    returns and retries it, without committing, while Kafka is down."""
 
-    def __init__(
-        self, settings: IngestSettings, forwarder: RawForwarder, producer: Producer
-    ) -> None:
-        self._settings = settings
+    def __init__(self, forwarder: RawForwarder, producer: Producer) -> None:
         self._forwarder = forwarder
         self._producer = producer
         self.forwarded = 0
 
-    async def run(self) -> None:
-        backoff = 0.5
-        while True:
-            consumer = AIOKafkaConsumer(
-                **client_options(self._settings.kafka),
-                group_id=f"datapolis-{self._settings.service_name}-{CONSUMER_NAME}",
-                client_id=f"datapolis-{self._settings.service_name}-{CONSUMER_NAME}",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-                metadata_max_age_ms=5_000,
-            )
-            consumer.subscribe(pattern=RAW_PATTERN)
-            try:
-                await consumer.start()
-                backoff = 0.5
-                await self._consume(consumer)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("raw validator failed; restarting in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
-            for tp, records in batches.items():
-                await self._forward(tp.topic, records)
-                await consumer.commit(
-                    {TopicPartition(tp.topic, tp.partition): records[-1].offset + 1}
-                )
-
-    async def _forward(self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        delay = 0.2
-        while True:
-            forward = await self._forwarder.outgoing(topic, records)
-            try:
-                await self._producer.send_many(forward.records)
-            except TRANSIENT_ERRORS as exc:
-                if forward.window is not None:
-                    forward.window.release(forward.reserved_ids)
-                log.warning(
-                    "raw validator: could not forward %d record(s) of %s (%r); retrying in %.1fs",
-                    len(records),
-                    topic,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
+    async def handle(self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        forward = await self._forwarder.outgoing(topic, records)
+        try:
+            await self._producer.send_many(forward.records)
+        except TRANSIENT_ERRORS:
+            # Not written: free the ids so the retry does not count them as
+            # duplicates of themselves.
             if forward.window is not None:
-                forward.window.commit(forward.reserved_ids, time.monotonic())
-            forward.count()
-            self.forwarded += len(forward.records)
-            return
+                forward.window.release(forward.reserved_ids)
+            raise
+        if forward.window is not None:
+            forward.window.commit(forward.reserved_ids, time.monotonic())
+        forward.count()
+        self.forwarded += len(forward.records)
 
 
 async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
     runtime = Runtime(settings=settings, metrics=ServiceMetrics(settings.service_name))
-    tasks: list[asyncio.Task[None]] = []
     stats_holder: list[StatsAggregator] = []
 
     async def on_connected(runtime: Runtime) -> None:
@@ -237,20 +187,19 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         stats.start()
         stats_holder.append(stats)
         windows = DedupWindows(window_s=settings.dedup_window_s, max_ids=settings.dedup_max_ids)
-        validator = RawValidator(
-            settings, RawForwarder(settings, registry, stats, windows), producer
+        validator = RawValidator(RawForwarder(settings, registry, stats, windows), producer)
+        runtime.add_consumer(
+            name=CONSUMER_NAME,
+            pattern=RAW_PATTERN,
+            batch_handler=validator.handle,
+            max_records=2000,
         )
-        tasks.append(asyncio.create_task(validator.run(), name=CONSUMER_NAME))
         log.info("raw-topic worker running (pattern %s)", RAW_PATTERN)
 
     await runtime.start(on_connected, sync_keys=False)
     try:
         await stop.wait()
     finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         for stats in stats_holder:
             await stats.stop()
         await runtime.stop()
