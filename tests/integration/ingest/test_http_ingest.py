@@ -80,7 +80,9 @@ async def test_valid_records_reach_the_topic_and_invalid_ones_the_dead_letters(
     assert answer["accepted"] == 3
     assert answer["duplicates"] == 0
     assert [r["index"] for r in answer["rejected"]] == [1, 3, 5]
-    assert answer["rejected"][0]["errors"] == [{"path": "/kwh", "message": "must be number"}]
+    assert answer["rejected"][0]["errors"] == [
+        {"path": "/kwh", "message": '"a lot" is not of type "number"'}
+    ]
     assert "measured_at" in answer["rejected"][1]["errors"][0]["message"]
 
     records = await read_topic(kafka_bootstrap, dataset.data_topic, expect=3)

@@ -11,7 +11,12 @@ import pytest
 from datapolis_ingest.dedup import RecordIdWindow
 from datapolis_ingest.records import Malformed, Preparer, parse_json_batch, parse_ndjson
 from datapolis_ingest.registry import Dataset, LazyValidator
-from datapolis_ingest.validation import FieldError, SchemaUnusable, compile_schema
+from datapolis_ingest.validation import (
+    MAX_ERRORS_PER_RECORD,
+    FieldError,
+    SchemaUnusable,
+    compile_schema,
+)
 from datapolis_shared.errors import InvalidInput
 
 SCHEMA: dict[str, Any] = {
@@ -51,24 +56,56 @@ def _dataset(**overrides: Any) -> Dataset:
 def test_validator_names_the_field_and_the_rule() -> None:
     validate = compile_schema(SCHEMA)
     assert validate({"meter_id": "m", "kwh": 1}) is None
-    assert validate({"meter_id": "m", "kwh": -1}) == FieldError(
-        "/kwh", "must be bigger than or equal to 0"
-    )
-    error = validate({"meter_id": "m", "kwh": 1, "tags": {"zone": "c"}})
-    assert error is not None
-    assert error.path == "/tags/zone"
+    assert validate({"meter_id": "m", "kwh": -1}) == [
+        FieldError("/kwh", "-1 is less than the minimum of 0")
+    ]
+    errors = validate({"meter_id": "m", "kwh": 1, "tags": {"zone": "c"}})
+    assert errors is not None
+    assert [e.path for e in errors] == ["/tags/zone"]
     missing = validate({"kwh": 1})
     assert missing is not None
-    assert "meter_id" in missing.message
+    assert missing[0].path == ""
+    assert "meter_id" in missing[0].message
 
 
-def test_2020_12_keywords_fastjsonschema_lacks_are_still_enforced() -> None:
+def test_validator_reports_every_error_of_a_record() -> None:
+    validate = compile_schema(SCHEMA)
+    errors = validate({"kwh": -1, "tags": {"zone": "c"}, "id": 7})
+    assert errors is not None
+    assert sorted(e.path for e in errors) == ["", "/id", "/kwh", "/tags/zone"]
+
+
+def test_errors_per_record_are_bounded() -> None:
+    validate = compile_schema({"type": "object", "additionalProperties": {"type": "integer"}})
+    errors = validate({f"f{i}": "x" for i in range(100)})
+    assert errors is not None
+    assert len(errors) == MAX_ERRORS_PER_RECORD
+
+
+def test_pointer_escapes_per_rfc_6901() -> None:
+    validate = compile_schema({"properties": {"a/b~c": {"type": "integer"}}})
+    assert validate({"a/b~c": "x"}) == [FieldError("/a~1b~0c", '"x" is not of type "integer"')]
+
+
+def test_formats_are_asserted() -> None:
+    validate = compile_schema({"properties": {"at": {"type": "string", "format": "date-time"}}})
+    assert validate({"at": "2025-03-01T12:00:00+00:00"}) is None
+    errors = validate({"at": "yesterday"})
+    assert errors is not None
+    assert errors[0].path == "/at"
+
+
+def test_2020_12_keywords_are_enforced() -> None:
     validate = compile_schema(
         {"type": "object", "properties": {"pair": {"prefixItems": [{"type": "string"}]}}}
     )
     assert validate({"pair": ["a", 1]}) is None
-    error = validate({"pair": [1]})
-    assert error == FieldError("/pair/0", "1 is not of type 'string'")
+    assert validate({"pair": [1]}) == [FieldError("/pair/0", '1 is not of type "string"')]
+
+
+def test_a_remote_reference_is_unusable_not_fetched() -> None:
+    with pytest.raises(SchemaUnusable, match=r"example\.org"):
+        compile_schema({"$ref": "https://example.org/schemas/meter.json"})
 
 
 def test_a_broken_schema_is_unusable_not_a_crash() -> None:

@@ -159,9 +159,9 @@ class Preparer:
             if type(item) is not dict:
                 out.rejections.append(_not_an_object(index, item))
                 continue
-            error = validator(item)
-            if error is not None:
-                out.rejections.append(Rejection(index, [error], item))
+            errors = validator(item)
+            if errors is not None:
+                out.rejections.append(Rejection(index, errors, item))
                 continue
 
             record_id = item.get(RECORD_ID_FIELD)

@@ -1,40 +1,32 @@
 """Record validation: a dataset's JSON Schema compiled once per version.
 
-fastjsonschema turns a schema into Python code (about 5-15 µs per record,
-where interpreting it with ``jsonschema`` costs about 240 µs). It implements
-drafts 4 to 7; the 2020-12 keywords it does not know (``prefixItems``,
-``unevaluated*``, ``dependent*``, ``$dynamicRef``) would be silently ignored,
-so a schema that uses them is validated by ``jsonschema``'s 2020-12 validator
-instead: slower, never wrong.
+``jsonschema-rs`` compiles a schema into a validator written in Rust that
+implements JSON Schema 2020-12 whole (``prefixItems``, ``unevaluated*``,
+``$dynamicRef``…). Measured on the benchmark's 13-field record: about 2 µs
+per valid record, where fastjsonschema's generated Python took 18 µs and the
+pure-Python ``jsonschema`` about 240 µs. ``format`` is asserted (a
+``date-time`` that is not one is an error), as producers expect.
 
-A validator reports the first error of a record (fastjsonschema stops there),
-as a JSON Pointer and a message.
+A valid record costs one ``is_valid`` call; only an invalid one is walked
+again to collect its errors: every error, up to :data:`MAX_ERRORS_PER_RECORD`,
+each as a JSON Pointer into the record and a message.
+
+A schema never reaches the network: a ``$ref`` to a remote document makes the
+schema unusable instead of a fetch on the hot path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
-import fastjsonschema
-import jsonschema
+import jsonschema_rs
 
-# Keywords of JSON Schema 2020-12 that fastjsonschema does not implement.
-_BEYOND_DRAFT7 = frozenset(
-    {
-        "prefixItems",
-        "unevaluatedProperties",
-        "unevaluatedItems",
-        "dependentRequired",
-        "dependentSchemas",
-        "$dynamicRef",
-        "$dynamicAnchor",
-        "$recursiveRef",
-        "minContains",
-        "maxContains",
-    }
-)
+# Enough to fix a record in one go, bounded so one absurd record cannot make
+# its dead letter (or the HTTP answer) huge.
+MAX_ERRORS_PER_RECORD = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,66 +35,36 @@ class FieldError:
     message: str
 
 
-# None when the record is valid, else why it is not.
-Validator = Callable[[Any], FieldError | None]
+# None when the record is valid, else why it is not (at least one error).
+Validator = Callable[[Any], list[FieldError] | None]
 
 
 class SchemaUnusable(ValueError):
     """The schema cannot be compiled into a validator."""
 
 
-def _keywords(node: Any) -> Iterator[str]:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            yield str(key)
-            yield from _keywords(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _keywords(item)
-
-
-def _pointer(parts: list[Any]) -> str:
-    # fastjsonschema's path starts with its own name for the root, "data".
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts[1:] if p != "")
+def pointer(parts: Sequence[str | int]) -> str:
+    """RFC 6901: ``["a/b", 0]`` is ``/a~1b/0``."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
 def compile_schema(schema: Mapping[str, Any]) -> Validator:
     """A validator for ``schema``; raises :class:`SchemaUnusable`."""
     if not isinstance(schema, Mapping):
         raise SchemaUnusable("a JSON Schema must be an object")
-    if _BEYOND_DRAFT7.intersection(_keywords(schema)):
-        return _compile_full(schema)
     try:
-        # No defaults filled in: a record travels as its producer sent it.
-        compiled = fastjsonschema.compile(dict(schema), use_default=False)
-    except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError) as exc:
+        compiled = jsonschema_rs.validator_for(dict(schema), validate_formats=True, offline=True)
+    except (jsonschema_rs.ValidationError, ValueError, TypeError) as exc:
         raise SchemaUnusable(f"the schema cannot be compiled: {exc}") from exc
+    is_valid = compiled.is_valid
+    iter_errors = compiled.iter_errors
 
-    def validate(record: Any) -> FieldError | None:
-        try:
-            compiled(record)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            message = exc.message
-            if exc.name and message.startswith(exc.name):
-                message = message[len(exc.name) :].strip()
-            return FieldError(_pointer(list(exc.path or [])), message)
-        return None
-
-    return validate
-
-
-def _compile_full(schema: Mapping[str, Any]) -> Validator:
-    try:
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        cls.check_schema(dict(schema))
-        checker = cls(schema, format_checker=cls.FORMAT_CHECKER)
-    except jsonschema.SchemaError as exc:
-        raise SchemaUnusable(f"the schema is not valid JSON Schema: {exc.message}") from exc
-
-    def validate(record: Any) -> FieldError | None:
-        error = jsonschema.exceptions.best_match(checker.iter_errors(record))
-        if error is None:
+    def validate(record: Any) -> list[FieldError] | None:
+        if is_valid(record):
             return None
-        return FieldError(_pointer(["data", *error.absolute_path]), error.message)
+        return [
+            FieldError(pointer(error.instance_path), error.message)
+            for error in islice(iter_errors(record), MAX_ERRORS_PER_RECORD)
+        ]
 
     return validate
