@@ -19,6 +19,7 @@ from datapolis_shared.postgres.migrate import apply, load
 from datapolis_shared.postgres.pool import Pool
 from datapolis_shared.settings import KafkaSettings, PostgresSettings, ServiceSettings
 from tests import infra
+from tests.kafka_util import TopicTail
 
 
 @pytest.fixture(scope="session")
@@ -169,3 +170,20 @@ async def private_kafka(tmp_path: Path) -> AsyncIterator[PrivateKafka]:
         yield broker
     finally:
         await broker.stop()
+
+
+# What a test adds to the shared topics, read from positions taken before it
+# acts (a long-lived broker may hold millions of earlier records there).
+@pytest.fixture
+async def dead_letters_tail(kafka_bootstrap: str, control_topics: None) -> TopicTail:
+    return await TopicTail.at_end(kafka_bootstrap, "datapolis.deadletters")
+
+
+@pytest.fixture
+async def ingest_rejected_tail(kafka_bootstrap: str, control_topics: None) -> TopicTail:
+    return await TopicTail.at_end(kafka_bootstrap, "datapolis.ingest.rejected")
+
+
+@pytest.fixture
+async def ingest_events_tail(kafka_bootstrap: str, control_topics: None) -> TopicTail:
+    return await TopicTail.at_end(kafka_bootstrap, "datapolis.ingest.events")

@@ -6,7 +6,8 @@ import asyncio
 import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 async def read_topic(
@@ -36,6 +37,62 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+class TopicTail:
+    """What a test adds to a shared topic (the dead letters, the ingest
+    events): positions are taken before the test acts, and ``read`` returns
+    the records after them, reading up to the topic's current end.
+
+    Unlike reading from the beginning within a time window, this does not
+    depend on how much earlier runs left on a long-lived broker."""
+
+    def __init__(self, bootstrap: str, topic: str, start: dict[TopicPartition, int]) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._start = start
+
+    @classmethod
+    async def at_end(cls, bootstrap: str, topic: str) -> TopicTail:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        return cls(bootstrap, topic, dict(ends))
+
+    async def read(self, *, timeout_s: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
+        """Every record after the positions taken, up to the end as it is now."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        try:
+            tps = list(self._start)
+            if not tps:
+                return records
+            consumer.assign(tps)
+            for tp, offset in self._start.items():
+                consumer.seek(tp, offset)
+            ends = await consumer.end_offsets(tps)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
+                batches = await consumer.getmany(timeout_ms=200)
+                for batch in batches.values():
+                    records.extend(batch)
+        finally:
+            await consumer.stop()
+        return records
 
 
 async def eventually(check: object, *, timeout_s: float = 10.0, interval_s: float = 0.1) -> None:

@@ -13,11 +13,11 @@ from datapolis_shared.errors import Unavailable
 from datapolis_shared.events.base import parse_event
 from datapolis_shared.events.catalog import OrganisationRegistered
 from datapolis_shared.events.cloudevents import CloudEvent, from_structured, to_structured
-from datapolis_shared.kafka import DEAD_LETTERS, ConsumerLoop, OutgoingRecord, Producer
+from datapolis_shared.kafka import ConsumerLoop, OutgoingRecord, Producer
 from datapolis_shared.postgres import inbox
 from datapolis_shared.postgres.pool import Pool
 from datapolis_shared.settings import KafkaSettings
-from tests.kafka_util import eventually, read_topic
+from tests.kafka_util import TopicTail, eventually
 
 CREATE_EFFECT = "CREATE TABLE organisations (org_id TEXT PRIMARY KEY, seen INT NOT NULL)"
 APPLY_EFFECT = """
@@ -75,7 +75,11 @@ async def test_same_event_twice_has_one_effect(
 
 
 async def test_bad_record_is_dead_lettered_and_good_ones_pass(
-    pool: Pool, producer: Producer, new_topic, kafka_settings: KafkaSettings
+    pool: Pool,
+    producer: Producer,
+    new_topic,
+    kafka_settings: KafkaSettings,
+    dead_letters_tail: TopicTail,
 ) -> None:
     await pool.execute(CREATE_EFFECT)
     topic = await new_topic("consumer")
@@ -106,9 +110,7 @@ async def test_bad_record_is_dead_lettered_and_good_ones_pass(
     assert [r["org_id"] for r in seen] == ["org-0", "org-1", "org-2"]
     dead = [
         r
-        for r in await read_topic(
-            kafka_settings.bootstrap_servers, DEAD_LETTERS, expect=10_000, timeout_s=3
-        )
+        for r in await dead_letters_tail.read()
         if dict(r.headers).get("dl_consumer") == f"orgs-{topic}".encode()
     ]
     assert len(dead) == 1
@@ -158,7 +160,10 @@ async def test_offsets_are_committed_only_after_the_effect(
 
 
 async def test_batch_handler_with_a_pattern_retries_then_dead_letters(
-    producer: Producer, new_topic, kafka_settings: KafkaSettings
+    producer: Producer,
+    new_topic,
+    kafka_settings: KafkaSettings,
+    dead_letters_tail: TopicTail,
 ) -> None:
     """A batch consumer subscribed by pattern: a transient failure is retried
     until it passes, a batch it cannot handle goes to the dead letters whole,
@@ -202,9 +207,7 @@ async def test_batch_handler_with_a_pattern_retries_then_dead_letters(
     assert sorted(handled) == [b"a", b"b", b"c"]
     dead = [
         r
-        for r in await read_topic(
-            kafka_settings.bootstrap_servers, DEAD_LETTERS, expect=10_000, timeout_s=3
-        )
+        for r in await dead_letters_tail.read()
         if dict(r.headers).get("dl_consumer") == f"batch-{prefix}".encode()
     ]
     assert [r.value for r in dead] == [b"poison"]

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from datapolis_shared.events.base import INGEST_EVENTS, INGEST_REJECTED
 from datapolis_shared.events.catalog import DatasetRetired, SchemaVersionAdded
 from datapolis_shared.kafka import Producer, TopicSpec, ensure_topics
 from datapolis_shared.settings import KafkaSettings
@@ -25,7 +24,7 @@ from tests.integration.ingest.conftest import (
     until_key_works,
     until_known,
 )
-from tests.kafka_util import eventually, read_topic
+from tests.kafka_util import TopicTail, eventually, read_topic
 
 
 def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
@@ -40,9 +39,9 @@ def _problem(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-async def _dead_letters(bootstrap: str, dataset_id: str, expect: int) -> list[dict[str, Any]]:
+async def _dead_letters(tail: TopicTail, dataset_id: str, expect: int) -> list[dict[str, Any]]:
     async def matching() -> list[dict[str, Any]]:
-        records = await read_topic(bootstrap, INGEST_REJECTED, expect=10**9, timeout_s=2)
+        records = await tail.read()
         events = [orjson.loads(r.value) for r in records if r.key == dataset_id.encode()]
         return [e["data"] for e in events]
 
@@ -62,7 +61,11 @@ async def _ready(ingest: Ingest, who: Publisher, slug: str) -> None:
 
 
 async def test_valid_records_reach_the_topic_and_invalid_ones_the_dead_letters(
-    ingest: Ingest, publisher: Publisher, register_dataset: DatasetFactory, kafka_bootstrap: str
+    ingest: Ingest,
+    publisher: Publisher,
+    register_dataset: DatasetFactory,
+    kafka_bootstrap: str,
+    ingest_rejected_tail: TopicTail,
 ) -> None:
     dataset = await register_dataset(publisher.org_id)
     await _ready(ingest, publisher, dataset.slug)
@@ -100,7 +103,7 @@ async def test_valid_records_reach_the_topic_and_invalid_ones_the_dead_letters(
         assert headers["content-type"] == "application/json"
         assert "ce_time" in headers
 
-    dead = await _dead_letters(kafka_bootstrap, dataset.dataset_id, expect=3)
+    dead = await _dead_letters(ingest_rejected_tail, dataset.dataset_id, expect=3)
     assert sorted(map(orjson.dumps, (d["payload"] for d in dead))) == sorted(
         map(orjson.dumps, [bad_type, missing, "not an object"])
     )
@@ -113,7 +116,11 @@ async def test_valid_records_reach_the_topic_and_invalid_ones_the_dead_letters(
 
 
 async def test_ndjson_a_malformed_line_is_rejected_alone(
-    ingest: Ingest, publisher: Publisher, register_dataset: DatasetFactory, kafka_bootstrap: str
+    ingest: Ingest,
+    publisher: Publisher,
+    register_dataset: DatasetFactory,
+    kafka_bootstrap: str,
+    ingest_rejected_tail: TopicTail,
 ) -> None:
     dataset = await register_dataset(publisher.org_id)
     await _ready(ingest, publisher, dataset.slug)
@@ -135,7 +142,7 @@ async def test_ndjson_a_malformed_line_is_rejected_alone(
     records = await read_topic(kafka_bootstrap, dataset.data_topic, expect=2)
     # NDJSON lines are forwarded byte for byte.
     assert sorted(r.value for r in records) == sorted([lines[0], lines[2]])
-    dead = await _dead_letters(kafka_bootstrap, dataset.dataset_id, expect=1)
+    dead = await _dead_letters(ingest_rejected_tail, dataset.dataset_id, expect=1)
     assert dead[0]["payload"] == '{"meter_id": "m-1", "kwh":'
 
 
@@ -296,7 +303,10 @@ async def test_a_new_major_version_switches_topic_and_retirement_refuses(
 
 
 async def test_batch_counts_reach_the_ingest_events(
-    ingest: Ingest, publisher: Publisher, register_dataset: DatasetFactory, kafka_bootstrap: str
+    ingest: Ingest,
+    publisher: Publisher,
+    register_dataset: DatasetFactory,
+    ingest_events_tail: TopicTail,
 ) -> None:
     dataset = await register_dataset(publisher.org_id)
     await _ready(ingest, publisher, dataset.slug)
@@ -309,7 +319,7 @@ async def test_batch_counts_reach_the_ingest_events(
     totals: dict[str, int] = {}
 
     async def counted() -> bool:
-        records = await read_topic(kafka_bootstrap, INGEST_EVENTS, expect=10**9, timeout_s=1)
+        records = await ingest_events_tail.read()
         events = [
             orjson.loads(r.value)["data"] for r in records if r.key == dataset.dataset_id.encode()
         ]

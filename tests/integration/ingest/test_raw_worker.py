@@ -15,10 +15,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from datapolis_ingest.settings import IngestSettings
-from datapolis_shared.events.base import INGEST_EVENTS, INGEST_REJECTED
 from datapolis_shared.kafka import OutgoingRecord, Producer
 from tests.integration.ingest.conftest import DatasetFactory, reading
-from tests.kafka_util import eventually, read_topic
+from tests.kafka_util import TopicTail, eventually, read_topic
 
 
 @pytest.fixture
@@ -59,6 +58,8 @@ async def test_raw_records_are_validated_forwarded_and_committed(
     producer: Producer,
     register_dataset: DatasetFactory,
     kafka_bootstrap: str,
+    ingest_rejected_tail: TopicTail,
+    ingest_events_tail: TopicTail,
 ) -> None:
     publisher_id = f"org-{worker.service_name}"
     dataset = await register_dataset(publisher_id)
@@ -90,7 +91,7 @@ async def test_raw_records_are_validated_forwarded_and_committed(
     by_event_id: dict[str, list[dict[str, object]]] = {}
 
     async def dead_lettered() -> bool:
-        found = await read_topic(kafka_bootstrap, INGEST_REJECTED, expect=10**9, timeout_s=1)
+        found = await ingest_rejected_tail.read()
         by_event_id.clear()
         for r in found:
             if r.key == dataset.dataset_id.encode():
@@ -120,7 +121,7 @@ async def test_raw_records_are_validated_forwarded_and_committed(
     await eventually(committed, timeout_s=20, interval_s=0.5)
 
     async def counted() -> bool:
-        found = await read_topic(kafka_bootstrap, INGEST_EVENTS, expect=10**9, timeout_s=1)
+        found = await ingest_events_tail.read()
         events = [
             orjson.loads(r.value)["data"] for r in found if r.key == dataset.dataset_id.encode()
         ]
