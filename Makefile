@@ -14,6 +14,9 @@ export CATALOG_PORT ?= 8001
 export INGEST_PORT ?= 8002
 export CONSENT_PORT ?= 8003
 export NOTIFY_PORT ?= 8004
+# The stream workers' /healthz, /readyz and /metrics.
+export CATALOG_WORKER_PORT ?= 8101
+export INGEST_WORKER_PORT ?= 8102
 
 LOCAL := deploy/local
 VENV := .venv/bin
@@ -45,6 +48,8 @@ up: migrate ## run the platform: Kafka, PostgreSQL, migrations, the four service
 	@echo "  ingest       http://127.0.0.1:$(INGEST_PORT)/docs"
 	@echo "  consent      http://127.0.0.1:$(CONSENT_PORT)/docs"
 	@echo "  notify       http://127.0.0.1:$(NOTIFY_PORT)/docs"
+	@echo "  workers      catalog http://127.0.0.1:$(CATALOG_WORKER_PORT)/readyz," \
+	      "ingest http://127.0.0.1:$(INGEST_WORKER_PORT)/readyz (and /metrics)"
 	@echo "  operator key dpk_operator_dev-only-operator-key-change-me (development only)"
 	@echo "  logs         .local/logs/   stop with: make down"
 

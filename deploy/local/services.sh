@@ -17,8 +17,11 @@ declare -A PORT=(
   [catalog]="${CATALOG_PORT:-8001}" [ingest]="${INGEST_PORT:-8002}"
   [consent]="${CONSENT_PORT:-8003}" [notify]="${NOTIFY_PORT:-8004}"
 )
-# Services that also run a stream worker.
+# Services that also run a stream worker, and the port of its probes and metrics.
 WORKERS=(catalog ingest)
+declare -A WORKER_PORT=(
+  [catalog]="${CATALOG_WORKER_PORT:-8101}" [ingest]="${INGEST_WORKER_PORT:-8102}"
+)
 
 die() { echo "services.sh: $*" >&2; exit 1; }
 
@@ -35,6 +38,9 @@ service_env() {
     "${prefix}_POSTGRES__DSN=$DATABASE_URL" \
     "${prefix}_HTTP__PORT=${PORT[$name]}" \
     "${prefix}_HTTP__PUBLIC_URL=http://127.0.0.1:${PORT[$name]}"
+  if [[ -n ${WORKER_PORT[$name]:-} ]]; then
+    echo "${prefix}_WORKER_HTTP__PORT=${WORKER_PORT[$name]}"
+  fi
 }
 
 run() {  # run NAME COMMAND... with the service's environment
@@ -57,6 +63,10 @@ migrate() {
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+port_of() {  # port_of NAME ROLE: where the API, or the worker's probes, listen
+  if [[ $2 == worker ]]; then echo "${WORKER_PORT[$1]}"; else echo "${PORT[$1]}"; fi
+}
+
 launch() {  # launch NAME ROLE
   local name=$1 role=$2 vars
   local pid_file="$STATE/run/$name-$role.pid" log="$STATE/logs/$name-$role.log"
@@ -64,8 +74,10 @@ launch() {  # launch NAME ROLE
     echo "$name $role already running (pid $(cat "$pid_file"))"
     return 0
   fi
-  if [[ $role == api ]] && port_taken "${PORT[$name]}"; then
-    die "127.0.0.1:${PORT[$name]} is taken by another process; set ${name^^}_PORT"
+  if port_taken "$(port_of "$name" "$role")"; then
+    local setting=${name^^}_PORT
+    [[ $role == worker ]] && setting=${name^^}_WORKER_PORT
+    die "127.0.0.1:$(port_of "$name" "$role") is taken by another process; set $setting"
   fi
   # env, setsid and nohup each exec the next, so $! is the service's own pid
   # (through a shell function it would be a subshell's, and stop would orphan it).
@@ -74,26 +86,30 @@ launch() {  # launch NAME ROLE
   echo $! >"$pid_file"
 }
 
-readyz() {
-  curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:${PORT[$1]}/readyz" || true
+readyz() {  # readyz NAME ROLE: the HTTP status of its /readyz (000: no answer)
+  curl -s -o /dev/null -w '%{http_code}' --max-time 3 \
+    "http://127.0.0.1:$(port_of "$1" "$2")/readyz" || true
 }
 
 start() {
-  local name waited=0 pending
+  local name process waited=0 pending
   for name in "${SERVICES[@]}"; do launch "$name" api; done
   for name in "${WORKERS[@]}"; do launch "$name" worker; done
   printf 'waiting for the services to be ready'
   while :; do
     pending=()
     for name in "${SERVICES[@]}"; do
-      [[ $(readyz "$name") == 200 ]] || pending+=("$name")
+      [[ $(readyz "$name" api) == 200 ]] || pending+=("$name-api")
+    done
+    for name in "${WORKERS[@]}"; do
+      [[ $(readyz "$name" worker) == 200 ]] || pending+=("$name-worker")
     done
     [[ ${#pending[@]} -eq 0 ]] && break
     if ((waited >= READY_TIMEOUT)); then
       echo
-      for name in "${pending[@]}"; do
-        echo "--- $name is not ready; last lines of $STATE/logs/$name-api.log:" >&2
-        tail -n 15 "$STATE/logs/$name-api.log" >&2 || true
+      for process in "${pending[@]}"; do
+        echo "--- $process is not ready; last lines of $STATE/logs/$process.log:" >&2
+        tail -n 15 "$STATE/logs/$process.log" >&2 || true
       done
       die "not ready after ${READY_TIMEOUT}s: ${pending[*]}"
     fi
@@ -133,13 +149,11 @@ status() {
       if ! alive "$pid_file"; then
         printf '%-8s %-6s stopped\n' "$name" "$role"
         rc=3
-      elif [[ $role == api ]]; then
-        code=$(readyz "$name")
-        printf '%-8s %-6s running  pid %-7s http://127.0.0.1:%s  readyz %s\n' \
-          "$name" "$role" "$(cat "$pid_file")" "${PORT[$name]}" "$code"
-        [[ $code == 200 ]] || rc=1
       else
-        printf '%-8s %-6s running  pid %s\n' "$name" "$role" "$(cat "$pid_file")"
+        code=$(readyz "$name" "$role")
+        printf '%-8s %-6s running  pid %-7s http://127.0.0.1:%s  readyz %s\n' \
+          "$name" "$role" "$(cat "$pid_file")" "$(port_of "$name" "$role")" "$code"
+        [[ $code == 200 ]] || rc=1
       fi
     done
   done

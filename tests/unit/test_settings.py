@@ -23,6 +23,8 @@ def test_development_flag_accepts_the_defaults(monkeypatch: pytest.MonkeyPatch) 
     settings = CatalogSettings()
     assert settings.postgres.db_schema == "catalog"
     assert settings.http.port == 8001
+    # The worker's probes: the port the Kubernetes manifests probe and scrape.
+    assert settings.worker_http.port == 8000
 
 
 def test_default_database_password_is_refused_even_with_a_real_key() -> None:

@@ -63,6 +63,7 @@ class Runtime:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     _connect_error: str | None = "connecting"
     _connect_task: asyncio.Task[None] | None = None
+    _with_relay: bool = True
     _readiness_cache: tuple[float, Readiness] | None = None
 
     @property
@@ -104,6 +105,7 @@ class Runtime:
             handler=handler,
             batch_handler=batch_handler,
             max_records=max_records,
+            metrics=self.metrics,
         )
         self.consumers.append(loop)
         loop.start()
@@ -114,8 +116,13 @@ class Runtime:
         on_connected: Callable[[Runtime], Awaitable[None]] | None = None,
         *,
         sync_keys: bool = True,
+        relay: bool = True,
     ) -> None:
-        """Connect in the background; ``on_connected`` runs once both answer."""
+        """Connect in the background; ``on_connected`` runs once both answer.
+
+        ``relay=False`` is for a process that writes no outbox rows (a stats
+        worker): it leaves the service's outbox to the processes that do."""
+        self._with_relay = relay
         self._connect_task = asyncio.create_task(
             self._connect(on_connected, sync_keys=sync_keys), name="runtime-connect"
         )
@@ -144,8 +151,9 @@ class Runtime:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         self.keys = ApiKeyStore(self._pool, operator_key=settings.operator_key.get_secret_value())
-        self.relay = OutboxRelay(self._pool, self.producer)
-        self.relay.start()
+        if self._with_relay:
+            self.relay = OutboxRelay(self._pool, self.producer)
+            self.relay.start()
         if sync_keys:
             self.add_consumer(
                 name="api-keys", topics=[CATALOG_EVENTS], handler=self._apply_catalog_key_event
@@ -187,7 +195,9 @@ class Runtime:
             async def relay() -> str | None:
                 return self.relay.problem() if self.relay else "no outbox relay"
 
-            probes: dict[str, Check] = {"postgres": pg, "kafka": kafka, "outbox": relay}
+            probes: dict[str, Check] = {"postgres": pg, "kafka": kafka}
+            if self._with_relay:
+                probes["outbox"] = relay
             probes.update(self.checks)
             names = list(probes)
             outcomes = await asyncio.gather(*(probes[n]() for n in names), return_exceptions=True)

@@ -65,6 +65,15 @@ class HttpSettings(BaseModel):
     public_url: str | None = None
 
 
+class WorkerHttpSettings(BaseModel):
+    """Where a stream worker serves /healthz, /readyz and /metrics (and nothing
+    else). Its own port, so an API and a worker of one service can run side by
+    side; 8000 is the port the Kubernetes manifests probe and scrape."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service has. Subclasses set ``env_prefix``."""
 
@@ -79,6 +88,7 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     postgres: PostgresSettings = PostgresSettings()
     http: HttpSettings = HttpSettings()
+    worker_http: WorkerHttpSettings = WorkerHttpSettings()
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Self:

@@ -12,6 +12,10 @@ publishes the batch), so a replay after a restart lands in the windows the
 batches belonged to, not in "now". Tables are changelogged to Kafka, so a
 restarted worker recovers its counts. A value that is not a ``BatchIngested``
 event is logged and parked on the dead-letter topic; the stream moves on.
+
+The worker serves /healthz, /readyz and /metrics on
+``CATALOG_WORKER_HTTP__HOST`` / ``__PORT``: ready once PostgreSQL and Kafka
+answer and the agent has its partitions and is not stuck on an event.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from datapolis_shared.events import parse_event
 from datapolis_shared.events.cloudevents import from_structured
 from datapolis_shared.events.ingest import BatchIngested
 from datapolis_shared.kafka import DEAD_LETTERS
-from datapolis_shared.postgres.pool import Pool, create_pool
+from datapolis_shared.metrics import ServiceMetrics
+from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import ServiceSettings
-from datapolis_shared.streams import create_faust_app
+from datapolis_shared.streams import AgentProgress, WorkerRuntime, create_faust_app
 
 log = logging.getLogger(__name__)
 
@@ -80,33 +85,43 @@ class StatsWorker:
         # offset commit, faust re-seeking after recovery) replays events whose
         # counts the changelog already holds.
         self.datasets = self.app.Table("datasets", default=dict)
-        self._pool: Pool | None = None
+        # PostgreSQL, Kafka and readiness, started with the worker (WorkerRuntime).
+        self.runtime = Runtime(settings=settings, metrics=ServiceMetrics(settings.service_name))
+        self.progress = AgentProgress(self.app, CONSUMER_NAME, self.runtime.metrics)
+        self.runtime.checks[f"consumer:{CONSUMER_NAME}"] = self.progress.problem
         self.app.agent(self.source, name="count-batches")(self._count)
         self.app.timer(stats.flush_interval_s, name="flush-stats")(self._flush)
 
     async def _count(self, stream: Any) -> None:
         async for event in stream.events():
-            try:
-                parsed = parse_batch(event.value)
-            except InvalidInput as exc:
-                await self._dead_letter(event, exc.message)
-                continue
-            if parsed is None:
-                continue
-            event_id, batch = parsed
-            key = batch.dataset_id
-            state = self.datasets[key]
-            recent: list[str] = state.get("recent", [])
-            if event_id in recent:
-                log.info("stats: batch event %s counted already; skipped", event_id)
-                continue
-            self.accepted[key] += batch.accepted
-            self.rejected[key] += batch.rejected
-            self.datasets[key] = {
-                "last": max(batch.received_at.timestamp(), state.get("last", 0.0)),
-                "partition": event.message.partition,
-                "recent": [*recent[-(RECENT_EVENT_IDS - 1) :], event_id],
-            }
+            with self.progress.handling():
+                outcome = await self._count_one(event)
+            self.progress.count(outcome)
+
+    async def _count_one(self, event: Any) -> str:
+        """Count one event; says how it went (``processed``, ``dead_lettered``)."""
+        try:
+            parsed = parse_batch(event.value)
+        except InvalidInput as exc:
+            await self._dead_letter(event, exc.message)
+            return "dead_lettered"
+        if parsed is None:
+            return "processed"
+        event_id, batch = parsed
+        key = batch.dataset_id
+        state = self.datasets[key]
+        recent: list[str] = state.get("recent", [])
+        if event_id in recent:
+            log.info("stats: batch event %s counted already; skipped", event_id)
+            return "processed"
+        self.accepted[key] += batch.accepted
+        self.rejected[key] += batch.rejected
+        self.datasets[key] = {
+            "last": max(batch.received_at.timestamp(), state.get("last", 0.0)),
+            "partition": event.message.partition,
+            "recent": [*recent[-(RECENT_EVENT_IDS - 1) :], event_id],
+        }
+        return "processed"
 
     async def _dead_letter(self, event: Any, reason: str) -> None:
         message = event.message
@@ -161,9 +176,7 @@ class StatsWorker:
 
     async def _flush(self) -> None:
         try:
-            if self._pool is None:
-                self._pool = await create_pool(self.settings.postgres)
-            await save_stats(self._pool, self.snapshot(time.time()))
+            await save_stats(self.runtime.pool, self.snapshot(time.time()))
         except Exception as exc:  # PostgreSQL down: the next tick writes fresher figures
             log.warning("stats: could not write dataset_stats: %r", exc)
 
@@ -175,6 +188,7 @@ def run_worker(settings: ServiceSettings) -> None:
     worker = StatsWorker(settings)
     faust.Worker(
         worker.app,
+        WorkerRuntime(worker.runtime),
         loglevel=settings.log_level,
         redirect_stdouts=False,
         override_logging=False,

@@ -11,6 +11,10 @@ therefore repeats records rather than losing them, and a record without an id
 gets ``ce_id = <topic>-<partition>-<offset>``, the same on every repeat, so
 consumers can drop the repeats.
 
+The worker serves /healthz, /readyz and /metrics on
+``INGEST_WORKER_HTTP__HOST`` / ``__PORT`` (the API's checks: Kafka,
+PostgreSQL, its consumers assigned and making progress).
+
 faust-streaming was the first choice; on aiokafka 0.14 its pattern
 subscription never delivered records, so this is a plain aiokafka consumer
 with the guarantees spelled out above.
@@ -39,6 +43,7 @@ from datapolis_ingest.stats import StatsAggregator
 from datapolis_ingest.validation import FieldError
 from datapolis_shared.errors import Conflict
 from datapolis_shared.events.base import raw_topic
+from datapolis_shared.http.worker import WorkerHttpServer
 from datapolis_shared.kafka import (
     TRANSIENT_ERRORS,
     OutgoingRecord,
@@ -179,10 +184,12 @@ class RawValidator:
 async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
     runtime = Runtime(settings=settings, metrics=ServiceMetrics(settings.service_name))
     stats_holder: list[StatsAggregator] = []
+    registry_holder: list[DatasetRegistry] = []
 
     async def on_connected(runtime: Runtime) -> None:
         producer = runtime.require_producer()
         registry = await start_registry(runtime, settings, group_suffix="worker-registry")
+        registry_holder.append(registry)
         stats = StatsAggregator(lambda: producer, interval_s=settings.stats_interval_s)
         stats.start()
         stats_holder.append(stats)
@@ -196,12 +203,18 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         )
         log.info("raw-topic worker running (pattern %s)", RAW_PATTERN)
 
+    # Probes and metrics first: /healthz answers while Kafka is still awaited.
+    http = WorkerHttpServer(runtime)
+    await http.start()
     await runtime.start(on_connected, sync_keys=False)
     try:
         await stop.wait()
     finally:
+        await http.stop()
         for stats in stats_holder:
             await stats.stop()
+        for registry in registry_holder:
+            await registry.stop()
         await runtime.stop()
 
 

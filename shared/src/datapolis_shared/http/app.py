@@ -20,6 +20,36 @@ from datapolis_shared.settings import ServiceSettings
 
 OnConnected = Callable[[Runtime], Awaitable[None]]
 
+# Probes and metrics, served alike by every API and every stream worker (see
+# ``datapolis_shared.http.worker``): both keep their Runtime in app.state.
+operations = APIRouter(tags=["operations"])
+
+
+@operations.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@operations.get("/readyz", summary="Readiness: Kafka, PostgreSQL, consumers")
+async def readyz(request: Request) -> Response:
+    runtime = await get_runtime(request)
+    state = await runtime.readiness()
+    if state.ready:
+        return JSONResponse({"status": "ready", "checks": state.checks})
+    return problems.problem(
+        503,
+        "not-ready",
+        "the service cannot do its job right now",
+        checks=state.checks,
+        headers={"Retry-After": "5"},
+    )
+
+
+@operations.get("/metrics", include_in_schema=False)
+async def metrics_endpoint(request: Request) -> Response:
+    runtime = await get_runtime(request)
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
 
 def create_service_app(
     settings: ServiceSettings,
@@ -52,33 +82,15 @@ def create_service_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive"}
-
-    @app.get("/readyz", tags=["operations"], summary="Readiness: Kafka, PostgreSQL, consumers")
-    async def readyz(request: Request) -> Response:
-        state = await get_runtime(request).readiness()
-        if state.ready:
-            return JSONResponse({"status": "ready", "checks": state.checks})
-        return problems.problem(
-            503,
-            "not-ready",
-            "the service cannot do its job right now",
-            checks=state.checks,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(operations)
     for router in routers:
         app.include_router(router)
     return app
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs a plain def dependency in a thread pool,
+    # a thread hop on every request for an attribute read.
     runtime: Runtime = request.app.state.runtime
     return runtime
 

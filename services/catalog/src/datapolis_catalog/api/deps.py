@@ -24,14 +24,14 @@ class Catalog:
     links: Links
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     catalog: Catalog | None = getattr(request.app.state, "catalog", None)
     if catalog is None:
         raise Unavailable("the catalog is still connecting to its dependencies", retry_after_s=2)
     return catalog
 
 
-def base_url(request: Request) -> str:
+async def base_url(request: Request) -> str:
     settings: CatalogSettings = request.app.state.settings
     return (settings.http.public_url or str(request.base_url)).rstrip("/")
 
