@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
@@ -33,6 +40,7 @@ from datapolis_shared.errors import InvalidInput, Unavailable
 from datapolis_shared.events.base import Event
 from datapolis_shared.events.cloudevents import Headers, to_structured
 from datapolis_shared.logs import event_id_var
+from datapolis_shared.metrics import ServiceMetrics
 from datapolis_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -358,6 +366,113 @@ async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec]) -> 
         await admin.close()
 
 
+# DescribeConfigs (v1+) config_source of a value set on the topic itself.
+DYNAMIC_TOPIC_CONFIG = 1
+
+
+@dataclass
+class TopicChanges:
+    """What :func:`converge_topics` did, and what it could not do."""
+
+    created: list[str] = field(default_factory=list)
+    # Topic name -> its partition count now.
+    partitions_added: dict[str, int] = field(default_factory=dict)
+    configs_altered: list[str] = field(default_factory=list)
+    # Topic name -> partitions it has beyond the wanted count: Kafka cannot
+    # remove partitions, so these are reported, never "fixed".
+    extra_partitions: dict[str, int] = field(default_factory=dict)
+
+
+def topic_config_update(
+    wanted: dict[str, str], effective: dict[str, str | None], own: dict[str, str]
+) -> dict[str, str] | None:
+    """The full config to write on a topic so it has ``wanted``, or None when
+    its ``effective`` values already match. AlterConfigs (aiokafka has no
+    IncrementalAlterConfigs) replaces every value set on the topic, so the
+    topic's ``own`` values are written back with the wanted ones on top."""
+    if all(effective.get(name) == value for name, value in wanted.items()):
+        return None
+    return {**own, **wanted}
+
+
+async def converge_topics(settings: KafkaSettings, specs: Iterable[TopicSpec]) -> TopicChanges:
+    """Make Kafka match ``specs``: create missing topics, add partitions up to
+    the wanted count and set the wanted configs on existing ones (keeping the
+    other values set on them). Raises :class:`Unavailable` when Kafka cannot."""
+    specs = list(specs)
+    changes = TopicChanges(created=await ensure_topics(settings, specs))
+    existing = [s for s in specs if s.name not in changes.created]
+    if not existing:
+        return changes
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id="datapolis-admin")
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+    try:
+        await _converge_partitions(admin, existing, changes)
+        await _converge_configs(admin, existing, changes)
+        return changes
+    except KafkaError as exc:
+        raise Unavailable(f"topic convergence failed: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+
+async def _converge_partitions(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], changes: TopicChanges
+) -> None:
+    counts: dict[str, int] = {}
+    for described in await admin.describe_topics([s.name for s in specs]):
+        if described["error_code"]:
+            raise Unavailable(
+                f"could not describe topic {described['topic']}: error {described['error_code']}"
+            )
+        counts[described["topic"]] = len(described["partitions"])
+    grow = {s.name: s.partitions for s in specs if counts[s.name] < s.partitions}
+    if grow:
+        await admin.create_partitions({n: NewPartitions(c) for n, c in grow.items()})
+        changes.partitions_added.update(grow)
+    changes.extra_partitions.update(
+        {s.name: counts[s.name] for s in specs if counts[s.name] > s.partitions}
+    )
+
+
+async def _converge_configs(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], changes: TopicChanges
+) -> None:
+    effective: dict[str, dict[str, str | None]] = {}
+    own: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs]
+    ):
+        for code, message, _type, name, entries in response.resources:
+            if code:
+                raise Unavailable(f"could not describe topic {name}: error {code} {message}")
+            effective[name] = {e[0]: e[1] for e in entries}
+            # Version 0 says is_default where later versions give the source.
+            own[name] = {
+                e[0]: e[1]
+                for e in entries
+                if e[1] is not None
+                and (e[3] == DYNAMIC_TOPIC_CONFIG if response.API_VERSION >= 1 else not e[3])
+            }
+    updates = {
+        s.name: update
+        for s in specs
+        if (update := topic_config_update(s.config, effective[s.name], own[s.name])) is not None
+    }
+    if not updates:
+        return
+    for response in await admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, n, c) for n, c in updates.items()]
+    ):
+        for code, message, _type, name in response.resources:
+            if code:
+                raise Unavailable(f"could not configure topic {name}: error {code} {message}")
+    changes.configs_altered.extend(updates)
+
+
 def dead_letter_record(
     record: ConsumerRecord[bytes, bytes], *, consumer: str, error: str
 ) -> OutgoingRecord:
@@ -388,6 +503,21 @@ Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 # Takes one partition's polled records at once (topic, records), for consumers
 # whose effect is cheaper per batch (one produce round trip instead of many).
 BatchHandler = Callable[[str, Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+# Labels of datapolis_events_consumed_total: handled, or parked on the dead letters.
+CONSUMED_OUTCOMES = ("processed", "dead_lettered")
+
+
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
+    """Whether the group has given a consumer its partitions (possibly none)."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.received = True
 
 
 class ConsumerLoop:
@@ -413,6 +543,7 @@ class ConsumerLoop:
         max_records: int = 500,
         stuck_after_s: float = 60.0,
         auto_offset_reset: str = "earliest",
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         if bool(topics) == (pattern is not None):
             raise ValueError("a consumer loop takes topics or a pattern, one of the two")
@@ -430,7 +561,12 @@ class ConsumerLoop:
         self._stuck_after_s = stuck_after_s
         self._auto_offset_reset = auto_offset_reset
         self._last_progress = time.monotonic()
+        self._assignment = _Assignment()
         self._task: asyncio.Task[None] | None = None
+        self._metrics = metrics
+        if metrics is not None:  # the series exist, at 0, before the first record
+            for outcome in CONSUMED_OUTCOMES:
+                metrics.events_consumed.labels(name, outcome)
         self.processed = 0
         self.dead_lettered = 0
 
@@ -449,6 +585,8 @@ class ConsumerLoop:
             return "not started"
         if self._task.done():
             return "stopped"
+        if not self._assignment.received:
+            return "waiting for its partitions (joining its consumer group)"
         idle = time.monotonic() - self._last_progress
         if idle > self._stuck_after_s:
             return f"no progress for {idle:.0f}s"
@@ -458,7 +596,6 @@ class ConsumerLoop:
         backoff = 0.5
         while True:
             consumer = AIOKafkaConsumer(
-                *self._topics,
                 **client_options(self._settings),
                 group_id=self._group_id,
                 client_id=f"{self._group_id}-{self.name}",
@@ -467,8 +604,11 @@ class ConsumerLoop:
                 isolation_level="read_committed",
                 metadata_max_age_ms=5_000,
             )
+            self._assignment = _Assignment()
             if self._pattern is not None:
-                consumer.subscribe(pattern=self._pattern)
+                consumer.subscribe(pattern=self._pattern, listener=self._assignment)
+            else:
+                consumer.subscribe(topics=self._topics, listener=self._assignment)
             try:
                 await consumer.start()
                 backoff = 0.5
@@ -527,6 +667,7 @@ class ConsumerLoop:
             try:
                 await attempt()
                 self.processed += len(records)
+                self._count("processed", len(records))
                 self._last_progress = time.monotonic()
                 return
             except TRANSIENT_ERRORS as exc:
@@ -549,6 +690,11 @@ class ConsumerLoop:
                     [dead_letter_record(r, consumer=self.name, error=reason) for r in records]
                 )
                 self.dead_lettered += len(records)
+                self._count("dead_lettered", len(records))
                 return
             finally:
                 event_id_var.reset(token)
+
+    def _count(self, outcome: str, records: int) -> None:
+        if self._metrics is not None:
+            self._metrics.events_consumed.labels(self.name, outcome).inc(records)

@@ -45,6 +45,8 @@ from datapolis_shared.postgres.pool import Connection, Pool
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+MAX_RETENTION_DAYS = 3650
+MAX_PARTITIONS = 64
 
 # -- SQL ------------------------------------------------------------------------
 
@@ -90,8 +92,17 @@ ON CONFLICT (topic_name) DO NOTHING
 """
 UPDATE_METADATA = """
 UPDATE datasets SET title = $2, description = $3, theme = $4, keywords = $5, licence = $6,
-                    update_frequency = $7, spatial_coverage = $8, updated_at = now()
+                    update_frequency = $7, spatial_coverage = $8, retention_days = $9,
+                    partitions = $10, updated_at = now()
 WHERE dataset_id = $1
+"""
+# The dataset's topics are owed again; desired_at restarts only for rows
+# Kafka had confirmed (a row still owed has been owed since before).
+UPDATE_WANTED_TOPICS = """
+UPDATE dataset_topics
+SET partitions = $2, retention_ms = $3, provisioned_at = NULL,
+    desired_at = CASE WHEN provisioned_at IS NULL THEN desired_at ELSE now() END
+WHERE dataset_id = $1 AND (partitions, retention_ms) IS DISTINCT FROM ($2, $3)
 """
 RETIRE_DATASET = """
 UPDATE datasets SET status = 'retired', retired_at = now(), updated_at = now()
@@ -163,14 +174,14 @@ class NewDataset(DatasetMetadata):
         pattern=FIELD_PATTERN,
         description="The data-subject (pseudonymous id) field; required iff personal.",
     )
-    retention_days: int = Field(default=30, ge=1, le=3650)
-    partitions: int = Field(default=3, ge=1, le=64)
+    retention_days: int = Field(default=30, ge=1, le=MAX_RETENTION_DAYS, strict=True)
+    partitions: int = Field(default=3, ge=1, le=MAX_PARTITIONS, strict=True)
     json_schema: dict[str, Any] = Field(description="The first version, JSON Schema 2020-12.")
 
 
 class DatasetPatch(BaseModel):
     """PATCH body: only the fields given change. The access level, key and
-    subject fields, partitions and retention are fixed at registration."""
+    subject fields are fixed at registration; partitions may only grow."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -181,6 +192,23 @@ class DatasetPatch(BaseModel):
     licence: Licence | None = None
     update_frequency: UpdateFrequency | None = None
     spatial_coverage: str | None = Field(default=None, max_length=300)
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RETENTION_DAYS,
+        strict=True,  # `true` or "7" is a mistake here, not 1 or 7
+        description="Days Kafka keeps records on the dataset's topics (their retention.ms). "
+        "Shortening it lets Kafka delete older records at its next retention check.",
+    )
+    partitions: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PARTITIONS,
+        strict=True,  # `true` or "7" is a mistake here, not 1 or 7
+        description="Partitions of the dataset's topics; may only grow (Kafka cannot remove "
+        "partitions). Adding some changes the partition each key maps to: per-key order "
+        "holds only among records written after the change.",
+    )
 
     @field_validator("keywords")
     @classmethod
@@ -242,7 +270,10 @@ class Dataset(BaseModel):
     schema_major: int
     topic: str
     raw_topic: str
-    topics_provisioned: bool
+    topics_provisioned: bool = Field(
+        description="Kafka confirmed the dataset's topics as described here (they exist, with "
+        "these partitions and retention); false while the reconciliation still owes them."
+    )
     created_at: datetime
     updated_at: datetime
     retired_at: datetime | None
@@ -406,6 +437,18 @@ def _require_publisher(caller: Principal, row: Any) -> None:
         )
 
 
+def check_partitions_change(slug: str, current: int, requested: int) -> None:
+    if requested < current:
+        raise Conflict(
+            f"dataset {slug!r} has {current} partitions and cannot go down to {requested}: "
+            "Kafka cannot remove partitions from a topic (the records they hold would be "
+            f"lost), so their number may only grow. Keep {current} or more.",
+            code="partitions-cannot-decrease",
+            current_partitions=current,
+            requested_partitions=requested,
+        )
+
+
 def _require_active(row: Any) -> None:
     if row["status"] == "retired":
         raise Conflict(f"dataset {row['slug']!r} is retired", code="dataset-retired")
@@ -530,7 +573,12 @@ async def register_dataset(
     return await get_dataset(pool, command.slug)
 
 
-async def update_dataset(pool: Pool, caller: Principal, slug: str, patch: DatasetPatch) -> Dataset:
+async def update_dataset(
+    pool: Pool, provisioner: Provisioner, caller: Principal, slug: str, patch: DatasetPatch
+) -> Dataset:
+    """Change a dataset's description; a change of its retention or partitions
+    is written to its topics' rows and applied to Kafka after the commit (or
+    by the reconciliation when Kafka cannot do it now)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await _locked_dataset(conn, slug)
         _require_publisher(caller, row)
@@ -543,9 +591,19 @@ async def update_dataset(pool: Pool, caller: Principal, slug: str, patch: Datase
             "licence": row["licence"],
             "update_frequency": row["update_frequency"],
             "spatial_coverage": row["spatial_coverage"],
+            "retention_days": row["retention_days"],
+            "partitions": row["partitions"],
         }
         requested = patch.model_dump(include=patch.model_fields_set)
-        for required in ("title", "theme", "licence", "keywords", "description"):
+        for required in (
+            "title",
+            "theme",
+            "licence",
+            "keywords",
+            "description",
+            "retention_days",
+            "partitions",
+        ):
             if required in requested and requested[required] is None:
                 raise InvalidInput(f"{required} cannot be removed", code="field-required")
         changes = {k: v for k, v in requested.items() if current[k] != v}
@@ -557,6 +615,7 @@ async def update_dataset(pool: Pool, caller: Principal, slug: str, patch: Datase
                 f"an open dataset needs an open licence, not {merged['licence']!r}",
                 code="licence-not-open",
             )
+        check_partitions_change(slug, row["partitions"], merged["partitions"])
         await conn.execute(
             UPDATE_METADATA,
             row["dataset_id"],
@@ -567,10 +626,22 @@ async def update_dataset(pool: Pool, caller: Principal, slug: str, patch: Datase
             merged["licence"],
             merged["update_frequency"],
             merged["spatial_coverage"],
+            merged["retention_days"],
+            merged["partitions"],
         )
+        topics_changed = "retention_days" in changes or "partitions" in changes
+        if topics_changed:
+            await conn.execute(
+                UPDATE_WANTED_TOPICS,
+                row["dataset_id"],
+                merged["partitions"],
+                merged["retention_days"] * DAY_MS,
+            )
         await outbox.enqueue(
             conn, DatasetUpdated(dataset_id=row["dataset_id"], slug=slug, changes=changes)
         )
+    if topics_changed:
+        await provisioner.provision_after_commit(row["dataset_id"])
     return await get_dataset(pool, slug)
 
 

@@ -1,12 +1,17 @@
-"""Kafka topics of datasets: created after the commit that needs them, and
-reconciled until Kafka confirmed them.
+"""Kafka topics of datasets: PostgreSQL holds what they should be, and this
+module makes Kafka match, after the commit that changes it and in a
+reconciliation loop.
 
-The registration commits first (dataset, its ``dataset_topics`` rows and the
-outbox events in one transaction), then asks Kafka for the topics. If Kafka is
-down at that moment the rows stay unprovisioned and the reconciliation loop
-(at start and every ``provisioning_interval_s``) creates them later, so a
-dataset never stays without its topics. Creating a topic that exists is a no-op,
-so several catalog replicas may reconcile at once.
+A registration, a new major version, or a change of a dataset's partitions or
+retention commits first (the ``dataset_topics`` rows with the wanted partitions
+and ``retention.ms``, and the outbox events, in one transaction), then asks
+Kafka to converge: create a missing topic, add partitions up to the wanted
+count, set ``retention.ms``. A row's ``provisioned_at`` stays NULL until Kafka
+confirmed its current description. If Kafka is down at that moment the
+reconciliation loop (at start and every ``provisioning_interval_s``) does it
+later; each round compares every topic with its row, so a topic changed behind
+the catalog's back (or a lost race between replicas) is set right too. Every
+step is idempotent, so several catalog replicas may reconcile at once.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from datapolis_shared.errors import Unavailable
-from datapolis_shared.kafka import TopicSpec, ensure_topics
+from datapolis_shared.kafka import TopicSpec, converge_topics
 from datapolis_shared.postgres.pool import Pool
 from datapolis_shared.settings import KafkaSettings
 
@@ -24,17 +30,22 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
 
-SELECT_PENDING = """
+# Rows in pages of ``topic_name``, of one dataset or all.
+SELECT_TOPICS = """
 SELECT topic_name, partitions, retention_ms FROM dataset_topics
-WHERE provisioned_at IS NULL AND ($1::text IS NULL OR dataset_id = $1)
-ORDER BY created_at LIMIT 500
+WHERE ($1::text IS NULL OR dataset_id = $1) AND topic_name > $2
+ORDER BY topic_name LIMIT $3
 """
+# Only rows that still describe what Kafka was given: a change committed
+# meanwhile stays owed.
 MARK_PROVISIONED = """
-UPDATE dataset_topics SET provisioned_at = now()
-WHERE topic_name = ANY($1::text[]) AND provisioned_at IS NULL
+UPDATE dataset_topics t SET provisioned_at = now()
+FROM unnest($1::text[], $2::int[], $3::bigint[]) AS c (topic_name, partitions, retention_ms)
+WHERE t.topic_name = c.topic_name AND t.partitions = c.partitions
+  AND t.retention_ms = c.retention_ms AND t.provisioned_at IS NULL
 """
 OLDEST_PENDING = """
-SELECT extract(epoch FROM now() - min(created_at)) FROM dataset_topics WHERE provisioned_at IS NULL
+SELECT extract(epoch FROM now() - min(desired_at)) FROM dataset_topics WHERE provisioned_at IS NULL
 """
 
 
@@ -59,36 +70,59 @@ class Provisioner:
         self._timeout_s = timeout_s
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        self.page_size = 200
 
     async def provision(self, dataset_id: str | None = None) -> bool:
-        """Create the pending topics (of one dataset, or all); False when Kafka
-        could not do it now (the reconciliation loop will try again)."""
-        rows = await self._pool.fetch(SELECT_PENDING, dataset_id)
-        if not rows:
-            return True
+        """Make Kafka match the ``dataset_topics`` rows (of one dataset, or
+        all); False when Kafka could not do it now (the reconciliation loop
+        will try again)."""
+        after = ""
+        while rows := await self._pool.fetch(SELECT_TOPICS, dataset_id, after, self.page_size):
+            if not await self._converge(rows):
+                return False
+            after = rows[-1]["topic_name"]
+        self.last_error = None
+        return True
+
+    async def _converge(self, rows: list[Any]) -> bool:
         specs = [
             topic_spec(r["topic_name"], partitions=r["partitions"], retention_ms=r["retention_ms"])
             for r in rows
         ]
         try:
             async with asyncio.timeout(self._timeout_s):
-                created = await ensure_topics(self.kafka, specs)
+                changes = await converge_topics(self.kafka, specs)
         except (Unavailable, TimeoutError) as exc:
             self.last_error = exc.message if isinstance(exc, Unavailable) else "timed out"
             log.warning(
-                "topics %s not provisioned yet (%s); the reconciliation will retry",
+                "topics %s not converged yet (%s); the reconciliation will retry",
                 ", ".join(s.name for s in specs),
                 self.last_error,
             )
             return False
-        await self._pool.execute(MARK_PROVISIONED, [s.name for s in specs])
-        self.last_error = None
-        if created:
-            log.info("provisioned topics %s", ", ".join(created))
+        await self._pool.execute(
+            MARK_PROVISIONED,
+            [r["topic_name"] for r in rows],
+            [r["partitions"] for r in rows],
+            [r["retention_ms"] for r in rows],
+        )
+        if changes.created:
+            log.info("created topics %s", ", ".join(changes.created))
+        for name, count in changes.partitions_added.items():
+            log.info("topic %s now has %d partitions", name, count)
+        if changes.configs_altered:
+            log.info("set retention.ms, cleanup.policy of %s", ", ".join(changes.configs_altered))
+        for name, count in changes.extra_partitions.items():
+            log.warning(
+                "topic %s has %d partitions, more than its dataset says; Kafka cannot remove "
+                "partitions, so raise the dataset's partitions to match",
+                name,
+                count,
+            )
         return True
 
     async def provision_after_commit(self, dataset_id: str) -> bool:
-        """Right after a commit that needs topics: whatever goes wrong here is
+        """Right after a commit that changes topics: whatever goes wrong here is
         the reconciliation's to retry, never the (already committed) request's."""
         try:
             return await self.provision(dataset_id)
@@ -107,7 +141,7 @@ class Provisioner:
                 await self._task
 
     async def problem(self) -> str | None:
-        """Readiness: topics waiting for more than two reconciliation rounds."""
+        """Readiness: topic changes waiting for more than two reconciliation rounds."""
         if self._task is None or self._task.done():
             return "topic reconciliation not running"
         waiting = await self._pool.fetchval(OLDEST_PENDING)

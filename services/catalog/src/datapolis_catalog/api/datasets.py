@@ -106,12 +106,21 @@ async def get_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> Dataset
     "/{slug}",
     response_model=Dataset,
     tags=["datasets"],
-    summary="Change a dataset's description (publisher or operator)",
+    summary="Change a dataset's description, retention or partitions (publisher or operator)",
+    description="Only the fields given change; a DatasetUpdated event lists them. A new "
+    "`retention_days` or `partitions` is applied to every topic of the dataset (`data.<slug>`, "
+    "`raw.<slug>`, `data.<slug>.v<N>`) right after the commit, or by the reconciliation if "
+    "Kafka cannot do it now: `topics_provisioned` says which. Partitions may only grow, and "
+    "adding some changes the partition each key maps to.",
+    responses={
+        409: {"description": "partitions-cannot-decrease, dataset-retired"},
+        422: {"description": "validation-failed (bounds), field-required, licence-not-open"},
+    },
 )
 async def update_dataset(
     slug: str, body: DatasetPatch, caller: Caller, catalog: CatalogDep
 ) -> Dataset:
-    return await datasets.update_dataset(catalog.pool, caller, slug, body)
+    return await datasets.update_dataset(catalog.pool, catalog.provisioner, caller, slug, body)
 
 
 @router.delete(
