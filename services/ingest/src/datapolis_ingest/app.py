@@ -55,9 +55,13 @@ async def start_registry(
 
     The registry consumer has a group of its own: sharing the runtime's group
     (the key sync) on the same topic would split the partitions between them.
+    Replicas do share it, each applying its partitions' events to the tables;
+    every process learns all changes from the tables' announcements. The
+    caller stops the registry (``DatasetRegistry.stop``) before the runtime.
     """
     registry = DatasetRegistry(runtime.pool, catalog_url=settings.catalog_url)
-    await registry.load_all()
+    await registry.start()
+    runtime.checks["dataset-registry-listener"] = registry.problem
 
     async def handle(record: object) -> None:
         await registry.on_catalog_event(getattr(record, "value", None) or b"")
@@ -88,11 +92,12 @@ async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     config = ingest_settings(settings)
+    registry: DatasetRegistry | None = None
     stats: StatsAggregator | None = None
     purge: asyncio.Task[None] | None = None
 
     async def on_connected(runtime: Runtime) -> None:
-        nonlocal stats, purge
+        nonlocal registry, stats, purge
 
         def sink() -> GroupCommitSink:
             return GroupCommitSink(runtime.require_producer())
@@ -136,6 +141,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                     purge.cancel()
                 if stats is not None:
                     await stats.stop()
+                # Before the runtime closes the pool, which waits for the
+                # registry's LISTEN connection.
+                if registry is not None:
+                    await registry.stop()
 
     app.router.lifespan_context = lifespan
     return app

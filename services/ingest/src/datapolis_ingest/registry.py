@@ -5,12 +5,20 @@ Catalog is the authority; ingest never calls it. ``DatasetRegistered``,
 ``SchemaVersionAdded``, ``DatasetUpdated`` and ``DatasetRetired`` from
 ``datapolis.catalog.events`` are applied to the ``datasets`` and
 ``schema_versions`` tables (once each, through the inbox), then the dataset is
-reloaded into memory from the tables. Two processes (the API and the worker)
-may apply the same event: the inbox lets one write it, both reload.
+reloaded into memory from the tables.
+
+Replicas share the consumer group, so each receives only some partitions of
+the topic. The tables are what they share: the process that applies an event
+announces it (``NOTIFY ingest_datasets``, delivered at commit) and every
+process, API and worker replicas alike, reloads that dataset. A process that
+lost its LISTEN connection may have missed announcements, so it reloads every
+dataset when it listens again, and reports itself not ready in between.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +36,18 @@ from datapolis_shared.events.catalog import (
 )
 from datapolis_shared.events.cloudevents import from_structured
 from datapolis_shared.postgres import inbox
-from datapolis_shared.postgres.pool import Connection, Pool
+from datapolis_shared.postgres.pool import Connection, Pool, PooledConnection
 
 log = logging.getLogger(__name__)
 
 INBOX_CONSUMER = "dataset-registry"
 DATASET_EVENT_PREFIX = "org.datapolis.catalog.dataset."
 SCHEMA_EVENT_PREFIX = "org.datapolis.catalog.schema."
+# Payload: the id of a dataset whose rows changed. Channels are database-wide:
+# a process also hears other schemas' ingest (tests), whose ids it does not
+# find in its own tables, so their reloads change nothing.
+CHANGES_CHANNEL = "ingest_datasets"
+ANNOUNCE_CHANGE = "SELECT pg_notify($1, $2)"
 
 UPSERT_DATASET = """
 INSERT INTO datasets
@@ -166,14 +179,23 @@ class LazyValidator:
 
 class DatasetRegistry:
     """The in-memory side: datasets by slug, validators compiled once per
-    (dataset, schema version)."""
+    (dataset, schema version), kept in step with the tables by ``start``."""
 
-    def __init__(self, pool: Pool, *, catalog_url: str) -> None:
+    def __init__(self, pool: Pool, *, catalog_url: str, check_interval_s: float = 5.0) -> None:
         self._pool = pool
         self._catalog_url = catalog_url.rstrip("/")
+        self._check_interval_s = check_interval_s
         self._by_slug: dict[str, Dataset] = {}
         self._by_id: dict[str, Dataset] = {}
         self._validators: dict[tuple[str, int], LazyValidator] = {}
+        # One read-and-put at a time: two reloads of a dataset running side by
+        # side could put the older snapshot last.
+        self._reloading = asyncio.Lock()
+        # Dataset ids announced by any process; None: the listener connection closed.
+        self._changes: asyncio.Queue[str | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._not_listening: str | None = "not started"
+        self.listener_pid: int | None = None
         self.loaded = False
 
     def get(self, slug: str) -> Dataset | None:
@@ -189,15 +211,17 @@ class DatasetRegistry:
         return len(self._by_slug)
 
     async def load_all(self) -> None:
-        for row in await self._pool.fetch(SELECT_ALL_DATASETS):
-            self._put(self._from_row(row))
+        async with self._reloading:
+            for row in await self._pool.fetch(SELECT_ALL_DATASETS):
+                self._put(self._from_row(row))
         self.loaded = True
         log.info("dataset registry loaded: %d dataset(s)", len(self._by_slug))
 
     async def reload(self, dataset_id: str) -> None:
-        row = await self._pool.fetchrow(SELECT_DATASET, dataset_id)
-        if row is not None:
-            self._put(self._from_row(row))
+        async with self._reloading:
+            row = await self._pool.fetchrow(SELECT_DATASET, dataset_id)
+            if row is not None:
+                self._put(self._from_row(row))
 
     async def on_catalog_event(self, value: bytes) -> None:
         """Apply one record of ``datapolis.catalog.events`` (others are skipped)."""
@@ -205,12 +229,107 @@ class DatasetRegistry:
         if not envelope.type.startswith((DATASET_EVENT_PREFIX, SCHEMA_EVENT_PREFIX)):
             return
         event = parse_event(envelope)
+        dataset_id = getattr(event, "dataset_id", None)
         async with self._pool.acquire() as conn, conn.transaction():
             if await inbox.first_time(conn, INBOX_CONSUMER, envelope.id):
                 await apply_event(conn, event)
-        dataset_id = getattr(event, "dataset_id", None)
+                if dataset_id:
+                    await conn.execute(ANNOUNCE_CHANGE, CHANGES_CHANNEL, str(dataset_id))
         if dataset_id:
+            # At once, without waiting for the announcement: this process is
+            # up to date even while its listener is down.
             await self.reload(str(dataset_id))
+
+    async def start(self) -> None:
+        """Load every dataset, then follow the changes any process applies."""
+        listener = await self._listen()
+        self._task = asyncio.create_task(self._follow(listener), name="dataset-registry-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._not_listening = "stopped"
+
+    async def problem(self) -> str | None:
+        """Readiness: why the datasets in memory may be stale, or None."""
+        if self._task is None or self._task.done():
+            return "dataset registry listener not running"
+        return self._not_listening
+
+    async def _listen(self) -> PooledConnection:
+        """LISTEN, then load everything: a change committed in between is both
+        loaded and announced, none falls in a gap."""
+        listener = await self._pool.acquire(timeout=self._check_interval_s)
+        try:
+            listener.add_termination_listener(self._on_lost)
+            await listener.add_listener(CHANGES_CHANNEL, self._on_change)
+            # Announcements queued before now are covered by the full load.
+            while not self._changes.empty():
+                self._changes.get_nowait()
+            await self.load_all()
+        except BaseException:
+            await self._release(listener)
+            raise
+        self.listener_pid = listener.get_server_pid()
+        self._not_listening = None
+        return listener
+
+    async def _follow(self, listener: PooledConnection | None) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                if listener is None:
+                    listener = await self._listen()
+                    log.info("dataset registry listening again")
+                backoff = 0.5
+                await self._apply_changes(listener)
+            except asyncio.CancelledError:
+                if listener is not None:
+                    await self._release(listener)
+                raise
+            except Exception as exc:
+                self._not_listening = f"not listening for dataset changes: {exc!r}"
+                log.warning(
+                    "dataset registry: %s; the datasets in memory may be stale until it "
+                    "listens again (retry in %.1fs)",
+                    self._not_listening,
+                    backoff,
+                )
+                if listener is not None:
+                    await self._release(listener)
+                    listener = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _apply_changes(self, listener: PooledConnection) -> None:
+        """Reload each announced dataset until the connection fails."""
+        while True:
+            try:
+                async with asyncio.timeout(self._check_interval_s):
+                    dataset_id = await self._changes.get()
+            except TimeoutError:
+                # A connection whose peer vanished stays silent: ask it.
+                await listener.fetchval("SELECT 1", timeout=self._check_interval_s)
+                continue
+            if dataset_id is None:
+                raise ConnectionError("the LISTEN connection closed")
+            await self.reload(dataset_id)
+
+    def _on_change(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        self._changes.put_nowait(str(payload))
+
+    def _on_lost(self, _conn: object) -> None:
+        self._changes.put_nowait(None)
+
+    async def _release(self, listener: PooledConnection) -> None:
+        self.listener_pid = None
+        with contextlib.suppress(Exception):
+            listener.remove_termination_listener(self._on_lost)
+            await listener.remove_listener(CHANGES_CHANNEL, self._on_change)
+        with contextlib.suppress(Exception):
+            await self._pool.release(listener)
 
     def _put(self, dataset: Dataset) -> None:
         previous = self._by_id.get(dataset.dataset_id)
