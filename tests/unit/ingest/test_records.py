@@ -133,6 +133,17 @@ def test_window_is_bounded_oldest_first() -> None:
     assert window.is_known("d", now=1)
 
 
+def test_window_keeps_a_recommitted_id_over_older_ones() -> None:
+    window = RecordIdWindow(window_s=10, max_ids=2)
+    window.commit(["a", "b"], now=0)
+    window.commit(["a"], now=5)  # seen again: now the newest
+    window.commit(["c"], now=5)  # over the bound: the oldest, "b", goes
+    assert window.is_known("a", now=6)
+    assert not window.is_known("b", now=6)
+    assert window.is_known("c", now=6)
+    assert not window.is_known("a", now=15.1)  # expired: 10 s after its last commit
+
+
 def test_json_batch_position_of_a_syntax_error() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_json_batch(b'[{"a": 1},\n {"a": }]')
