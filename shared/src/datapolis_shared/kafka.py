@@ -12,7 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -329,14 +329,26 @@ def control_topic_specs() -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec]) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
+@contextlib.asynccontextmanager
+async def admin_client(settings: KafkaSettings, failing: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed after; Kafka errors become
+    :class:`Unavailable` ("<failing> failed: ...")."""
     admin = AIOKafkaAdminClient(**client_options(settings), client_id="datapolis-admin")
     try:
         await admin.start()
     except KafkaError as exc:
         raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
     try:
+        yield admin
+    except KafkaError as exc:
+        raise Unavailable(f"{failing} failed: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    async with admin_client(settings, "topic creation") as admin:
         existing = set(await admin.list_topics())
         wanted = [s for s in specs if s.name not in existing]
         if not wanted:
@@ -360,10 +372,6 @@ async def ensure_topics(settings: KafkaSettings, specs: Iterable[TopicSpec]) -> 
                 message = rest[0] if rest else ""
                 raise Unavailable(f"could not create topic {name}: error {code} {message}")
         return created
-    except KafkaError as exc:
-        raise Unavailable(f"topic creation failed: {exc!r}") from exc
-    finally:
-        await admin.close()
 
 
 # DescribeConfigs (v1+) config_source of a value set on the topic itself.
@@ -404,19 +412,10 @@ async def converge_topics(settings: KafkaSettings, specs: Iterable[TopicSpec]) -
     existing = [s for s in specs if s.name not in changes.created]
     if not existing:
         return changes
-    admin = AIOKafkaAdminClient(**client_options(settings), client_id="datapolis-admin")
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
-    try:
+    async with admin_client(settings, "topic convergence") as admin:
         await _converge_partitions(admin, existing, changes)
         await _converge_configs(admin, existing, changes)
-        return changes
-    except KafkaError as exc:
-        raise Unavailable(f"topic convergence failed: {exc!r}") from exc
-    finally:
-        await admin.close()
+    return changes
 
 
 async def _converge_partitions(
