@@ -191,8 +191,15 @@ async def register_dataset(
             await admin.close()
 
 
+# Waits for a test's own set-up (a new consumer group joining, the catalog
+# events applied), not bounds on the behaviour under test: they return as soon
+# as the condition holds, and are wide because a CI machine's disk sometimes
+# stalls (PostgreSQL commits once took 1.5-3 s each, and 20 s ran out).
+SETUP_WAIT_S = 60
+
+
 async def until_known(ingest: Ingest, slug: str, version: int | None = None) -> None:
-    await eventually(lambda: ingest.knows(slug, version), timeout_s=20)
+    await eventually(lambda: ingest.knows(slug, version), timeout_s=SETUP_WAIT_S)
 
 
 async def until_key_works(ingest: Ingest, who: Publisher) -> None:
@@ -208,7 +215,7 @@ async def until_key_works(ingest: Ingest, who: Publisher) -> None:
             return False
         return True
 
-    await eventually(works, timeout_s=20)
+    await eventually(works, timeout_s=SETUP_WAIT_S)
 
 
 def reading(i: int, **overrides: Any) -> dict[str, Any]:
