@@ -1,0 +1,45 @@
+"""Kafka on aiokafka, one module per concern: client options (TLS, SASL), the
+producer, topic provisioning, dead letters and the consumer loop every
+service uses. The names below are the package's public surface.
+"""
+
+from datapolis_shared.kafka.admin import (
+    TopicChanges,
+    TopicSpec,
+    admin_client,
+    control_topic_specs,
+    converge_topics,
+    ensure_topics,
+    topic_config_update,
+)
+from datapolis_shared.kafka.consumer import (
+    CONSUMED_OUTCOMES,
+    TRANSIENT_ERRORS,
+    BatchHandler,
+    ConsumerLoop,
+    Handler,
+)
+from datapolis_shared.kafka.deadletters import DEAD_LETTERS, dead_letter_record
+from datapolis_shared.kafka.options import client_options
+from datapolis_shared.kafka.producer import FATAL_PRODUCER_ERRORS, OutgoingRecord, Producer
+
+__all__ = [
+    "CONSUMED_OUTCOMES",
+    "DEAD_LETTERS",
+    "FATAL_PRODUCER_ERRORS",
+    "TRANSIENT_ERRORS",
+    "BatchHandler",
+    "ConsumerLoop",
+    "Handler",
+    "OutgoingRecord",
+    "Producer",
+    "TopicChanges",
+    "TopicSpec",
+    "admin_client",
+    "client_options",
+    "control_topic_specs",
+    "converge_topics",
+    "dead_letter_record",
+    "ensure_topics",
+    "topic_config_update",
+]

@@ -1,0 +1,274 @@
+"""The project's producer: idempotent, acks=all, group commit per partition.
+
+aiokafka's errors are translated into :class:`Unavailable`, so callers never
+handle a client library's exception types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import RecordMetadata
+
+from datapolis_shared.errors import Unavailable
+from datapolis_shared.events.base import Event
+from datapolis_shared.events.cloudevents import Headers, to_structured
+from datapolis_shared.kafka.options import client_options
+from datapolis_shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+# After these the idempotent producer's sequence is broken for good (typically:
+# batches expired while the broker was down); only a new producer id helps.
+FATAL_PRODUCER_ERRORS = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """A group's failure may outlive its callers: mark it seen, not leaked."""
+    if not future.cancelled():
+        future.exception()
+
+
+@dataclass
+class _Group:
+    """Records of concurrent callers bound for one partition, written together."""
+
+    future: asyncio.Future[None]
+    created: float
+    records: list[OutgoingRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = field(default_factory=list)
+
+
+class Producer:
+    """An idempotent producer with acks=all whose sends return only once every
+    in-sync replica has the record, or raise :class:`Unavailable`."""
+
+    def __init__(self, settings: KafkaSettings, *, client_id: str, **overrides: Any) -> None:
+        self._settings = settings
+        options = {
+            **client_options(settings),
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "max_batch_size": 256 * 1024,
+            "compression_type": None,
+            **overrides,
+        }
+        self._options = options
+        self._producer = AIOKafkaProducer(**options)
+        self._started = False
+        self._generation = 0
+        self._restart_lock = asyncio.Lock()
+        self._broken = False
+        # send_batched: one open group and at most one writer per partition.
+        self._open_groups: dict[tuple[str, int], _Group] = {}
+        self._writers: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._partitions: dict[str, tuple[float, list[int]]] = {}
+        self._key_hashes: dict[bytes, int] = {}
+        self._round_robin = 0
+
+    async def start(self) -> None:
+        """Start; keeps retrying in the background-friendly way the caller chooses.
+
+        Raises :class:`Unavailable` when no broker answers, so an app can start
+        and report not-ready instead of crashing.
+        """
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+        self._started = True
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._producer.stop(), timeout=10)
+
+    async def ping(self) -> None:
+        """A real metadata request to the cluster; raises :class:`Unavailable`."""
+        if not self._started:
+            raise Unavailable("Kafka producer not started")
+        try:
+            await asyncio.wait_for(
+                self._producer.client.fetch_all_metadata(),
+                timeout=self._settings.readiness_timeout_s,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise Unavailable(f"Kafka metadata request failed: {exc!r}") from exc
+
+    async def send_many(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
+        """Send records and wait until Kafka acknowledged all of them (acks=all).
+
+        Either every record is acknowledged or :class:`Unavailable` is raised; in
+        the latter case some may still have been written, so callers keep
+        their records idempotent (ids, keys) and retry.
+        """
+        if not self._started:
+            raise Unavailable("Kafka producer not started", retry_after_s=5)
+        if self._broken:
+            await self._renew(self._generation)
+        generation, producer = self._generation, self._producer
+        try:
+            async with asyncio.timeout(self._settings.delivery_timeout_s):
+                futures = [
+                    await producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+                    for r in records
+                ]
+                return list(await asyncio.gather(*futures))
+        except (KafkaError, TimeoutError) as exc:
+            if isinstance(exc, FATAL_PRODUCER_ERRORS):
+                await self._renew(generation)
+            raise Unavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+
+    async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
+        """Like :meth:`send_many` (acks=all, all or :class:`Unavailable`), for
+        high volumes: records are grouped per partition with those of
+        concurrent callers and written as few large batches, one in flight per
+        partition while the next one fills (group commit). Partitions are
+        chosen as Kafka's default partitioner does (murmur2 of the key)."""
+        if not self._started:
+            raise Unavailable("Kafka producer not started", retry_after_s=5)
+        if self._broken:
+            await self._renew(self._generation)
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        waits: set[asyncio.Future[None]] = set()
+        groups = self._open_groups
+        for record in records:
+            tp = (record.topic, await self._partition(record.topic, record.key, now))
+            group = groups.get(tp)
+            if group is None:
+                group = groups[tp] = _Group(loop.create_future(), now)
+                group.future.add_done_callback(_retrieve)
+                if tp not in self._writers:
+                    self._writers[tp] = asyncio.create_task(self._write_groups(tp))
+            group.records.append(record)
+            waits.add(group.future)
+        if not waits:
+            return
+        done, pending = await asyncio.wait(waits, timeout=self._settings.delivery_timeout_s)
+        if pending:
+            raise Unavailable(
+                f"Kafka did not acknowledge the records within "
+                f"{self._settings.delivery_timeout_s:g}s"
+            )
+        for future in done:
+            future.result()
+
+    async def _partition(self, topic: str, key: bytes | None, now: float) -> int:
+        cached = self._partitions.get(topic)
+        if cached is None or now - cached[0] > 30:
+            found = await self._producer.partitions_for(topic)
+            cached = self._partitions[topic] = (now, sorted(found))
+        partitions = cached[1]
+        if key is None:
+            self._round_robin += 1
+            return partitions[self._round_robin % len(partitions)]
+        hashed = self._key_hashes.get(key)
+        if hashed is None:
+            if len(self._key_hashes) > 100_000:
+                self._key_hashes.clear()
+            hashed = self._key_hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return partitions[hashed % len(partitions)]
+
+    async def _write_groups(self, tp: tuple[str, int]) -> None:
+        try:
+            while (group := self._open_groups.pop(tp, None)) is not None:
+                if time.monotonic() - group.created > self._settings.delivery_timeout_s:
+                    # Its callers have had their answer (Unavailable): do not
+                    # write late what they were told failed, nor pile it up.
+                    group.future.set_exception(Unavailable("Kafka did not acknowledge in time"))
+                    continue
+                try:
+                    await self._write_group(tp, group.records)
+                except Exception as exc:
+                    if not isinstance(exc, Unavailable):
+                        exc = Unavailable(f"the records could not be written: {exc!r}")
+                    group.future.set_exception(exc)
+                else:
+                    group.future.set_result(None)
+        finally:
+            self._writers.pop(tp, None)
+
+    async def _write_group(self, tp: tuple[str, int], records: list[OutgoingRecord]) -> None:
+        generation, producer = self._generation, self._producer
+        topic, partition = tp
+        try:
+            async with asyncio.timeout(self._settings.delivery_timeout_s):
+                futures = []
+                batch = producer.create_batch()
+                for r in records:
+                    if (
+                        batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers)
+                        is None
+                    ):
+                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers)
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError) as exc:
+            if isinstance(exc, FATAL_PRODUCER_ERRORS):
+                await self._renew(generation)
+            raise Unavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+
+    async def _renew(self, failed_generation: int) -> None:
+        """Replace a producer whose idempotence state is broken (once, however
+        many sends saw it fail); the callers' records were not acknowledged
+        and their retry goes through the new producer."""
+        async with self._restart_lock:
+            if failed_generation != self._generation or not self._started:
+                return
+            log.warning("Kafka producer lost its idempotent sequence; starting a new one")
+            old, self._producer = self._producer, AIOKafkaProducer(**self._options)
+            self._generation += 1
+            self._broken = True
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                await asyncio.wait_for(old.stop(), timeout=5)
+            try:
+                await self._producer.start()
+            except KafkaError as exc:
+                # The next send tries again with yet another producer.
+                raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+            self._broken = False
+
+    async def send(self, record: OutgoingRecord) -> RecordMetadata:
+        return (await self.send_many([record]))[0]
+
+    async def send_event(self, event: Event, *, id: str | None = None) -> RecordMetadata:
+        envelope = event.to_cloudevent(id=id)
+        value, headers = to_structured(envelope)
+        return await self.send(OutgoingRecord(event.topic, value, event.key().encode(), headers))
