@@ -11,7 +11,7 @@
 #
 # Environment:
 #   CRD_DIRS       folders of CRD YAML, colon-separated
-#                  (default: ../shared/k8s-crds beside the repository)
+#                  (default: deploy/k8s/crds, vendored; see its README)
 #   K8S_VERSIONS   Kubernetes versions to validate against (default "1.30 1.37":
 #                  the oldest these manifests support and the newest known)
 #   TOOLS_DIR      where tools are installed
@@ -19,7 +19,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
 
 KUSTOMIZE_VERSION=v5.8.0
 PYTHON_PACKAGES=(
@@ -29,7 +28,7 @@ PYTHON_PACKAGES=(
   PyYAML==6.0.3
   promql-parser==0.12.0
 )
-CRD_DIRS=${CRD_DIRS:-$repo/../shared/k8s-crds}
+CRD_DIRS=${CRD_DIRS:-$here/crds}
 K8S_VERSIONS=${K8S_VERSIONS:-1.30 1.37}
 TOOLS_DIR=${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/datapolis/k8s-validate}
 

@@ -72,9 +72,23 @@ fetch() {
   echo "fetching Kafka $KAFKA_VERSION jars (~50 MB, first time only) into $LIBS"
   rm -rf "$LIBS" "$CACHE/fetched.ok"
   mkdir -p "$CACHE"
-  # -B (batch mode) prints one "Downloaded from central" line per artifact
-  # instead of progress bars, which is readable both in a terminal and in CI.
-  mvn -B -f "$POM" dependency:copy-dependencies -DoutputDirectory="$LIBS"
+  # Maven prints a line per artifact (about 400): they go to a log file, and
+  # the terminal gets one line that counts the downloads as they happen.
+  local mvn_log="$CACHE/maven-fetch.log" count=0 line
+  : >"$mvn_log"
+  while IFS= read -r line; do
+    printf '%s\n' "$line" >>"$mvn_log"
+    if [[ $line == *"Downloaded from"* ]]; then
+      count=$((count + 1))
+      [[ -t 1 ]] && printf '\r  downloaded %d artifacts' "$count"
+    fi
+  done < <(mvn -B -f "$POM" dependency:copy-dependencies -DoutputDirectory="$LIBS" 2>&1 || echo "MAVEN-FAILED $?")
+  [[ -t 1 ]] && printf '\r'
+  if grep -q '^MAVEN-FAILED' "$mvn_log"; then
+    tail -n 30 "$mvn_log" >&2
+    die "Maven could not fetch the Kafka jars; full log: $mvn_log"
+  fi
+  echo "  downloaded $count artifacts; full log: $mvn_log"
   pom_sum >"$CACHE/fetched.ok"
   echo "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars ($(du -sh "$LIBS" | cut -f1))"
 }
