@@ -129,11 +129,11 @@ class Ingestor:
         body: bytes,
         body_format: BodyFormat,
     ) -> Answer:
-        raws: list[bytes | None] | None = None
+        raws: list[bytes | None] | None
         if body_format == "ndjson":
             items, raws = parse_ndjson(body)
         else:
-            items = parse_json_batch(body)
+            items, raws = parse_json_batch(body)
         count = len(items)
         if count == 0:
             raise InvalidInput("the batch holds no records", code="empty-batch")
