@@ -156,6 +156,9 @@ class Ingestor:
         )
         now = time.monotonic()
         prepared = preparer.prepare(items, window, now, raws=raws)
+        # The parsed records are not needed while Kafka acknowledges: freed
+        # now, they are not carried through garbage collections meanwhile.
+        del items, raws
         records = prepared.outgoing
         if prepared.rejections:
             records = records + dead_letters(

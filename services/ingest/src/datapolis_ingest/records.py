@@ -177,6 +177,10 @@ class Preparer:
         topic = self._topic
         id_prefix = self._id_prefix
         dumps = orjson.dumps
+        is_known = window.is_known
+        reserve = window.reserve
+        reserved = out.reserved_ids
+        record = OutgoingRecord
         for index, item in enumerate(items):
             if type(item) is not dict:
                 out.rejections.append(_not_an_object(index, item))
@@ -187,7 +191,8 @@ class Preparer:
                 continue
 
             record_id = item.get(RECORD_ID_FIELD)
-            if record_id is not None:
+            own_id = record_id is not None
+            if own_id:
                 if type(record_id) is int:
                     record_id = str(record_id)
                 elif type(record_id) is not str or not record_id:
@@ -203,7 +208,7 @@ class Preparer:
                         )
                     )
                     continue
-                if window.is_known(record_id, now):
+                if is_known(record_id, now):
                     out.duplicates += 1
                     continue
             elif fallback_ids is not None:
@@ -251,11 +256,11 @@ class Preparer:
                     continue
                 headers.append(("ce_subject", subject))
 
-            if item.get(RECORD_ID_FIELD) is not None:
-                window.reserve(record_id)
-                out.reserved_ids.append(record_id)
+            if own_id:
+                reserve(record_id)
+                reserved.append(record_id)
             raw = raws[index] if raws is not None else None
-            outgoing.append(OutgoingRecord(topic, raw or dumps(item), key, headers))
+            outgoing.append(record(topic, raw or dumps(item), key, headers))
         return out
 
 
