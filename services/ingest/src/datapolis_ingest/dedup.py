@@ -50,19 +50,23 @@ class RecordIdWindow:
     def commit(self, record_ids: Sequence[str], now: float) -> None:
         seen = self._seen
         self._pending.difference_update(record_ids)
-        # An id already here moves to the end with its new expiry, which
-        # keeps expiry order; then all are appended in one C-level update.
-        for record_id in [i for i in record_ids if i in seen]:
-            del seen[record_id]
+        size = len(seen)
+        # New ids go to the end in one C-level update; the expiry of them all
+        # is the latest there is, so expiry order holds.
         seen.update(dict.fromkeys(record_ids, now + self._window_s))
+        if len(seen) - size != len(record_ids):
+            # Some were here already (expired, or repeated): update() left
+            # them where they were, so they move to the end too.
+            for record_id in record_ids:
+                seen.move_to_end(record_id)
         self._evict(now)
 
     def _evict(self, now: float) -> None:
         seen = self._seen
-        excess = len(seen) - self._max_ids
+        pop_oldest = seen.popitem
+        for _ in range(len(seen) - self._max_ids):
+            pop_oldest(last=False)
         while seen:
-            expires = next(iter(seen.values()))
-            if excess <= 0 and expires > now:
+            if next(iter(seen.values())) > now:
                 return
-            seen.popitem(last=False)
-            excess -= 1
+            pop_oldest(last=False)
