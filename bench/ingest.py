@@ -20,7 +20,9 @@ most 30 ms.
 
 (a) and (b) alternate over ``--rounds`` rounds (3), each round with records of
 its own, so both see the machine in the same state; every round is printed
-and the verdict is on the medians.
+and the verdict is on the medians. Each round also prints the CPU time per
+record of (a)'s producer, of (b)'s ingest process and of its HTTP client,
+which the other loads of a shared machine disturb less than the rates.
 
 The client is aiohttp with pre-encoded bodies, so the load generator spends
 as little of the machine's CPU as it can; it still shares the cores with the
@@ -34,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -276,6 +279,17 @@ async def cleanup(topics: list[str], db_schema: str) -> None:
         await conn.close()
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of a process, this one by default: a figure
+    the other loads of a shared machine disturb less than a rate."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as stat:  # Linux
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
@@ -336,15 +350,23 @@ async def main() -> None:  # noqa: PLR0915 - one linear script
         rates_b: list[float] = []
         for n in range(args.rounds):
             pairs, bodies = encoded((n + 1) * count, count, args.batch)
+            started_a = cpu_seconds()
             rate_a = await baseline(baseline_topic, pairs)
+            cpu_a = cpu_seconds() - started_a
+            started_b, started_client = cpu_seconds(server.pid), cpu_seconds()
             rate_b, statuses = await sustained(url, headers, bodies, args.clients, args.batch)
+            cpu_b = cpu_seconds(server.pid) - started_b
+            cpu_client = cpu_seconds() - started_client
             rates_a.append(rate_a)
             rates_b.append(rate_b)
             print(
                 f"round {n + 1}: (a) raw aiokafka producer (acks=all, idempotent) "
                 f"{rate_a:,.0f} records/s; (b) HTTP ingest, 1 process, {args.clients} clients "
                 f"{rate_b:,.0f} records/s ({statuses.get(200, 0) * args.batch:,} acknowledged, "
-                f"statuses {statuses}); ratio {rate_b / rate_a:.2f}x"
+                f"statuses {statuses}); ratio {rate_b / rate_a:.2f}x\n"
+                f"  CPU per record: (a) producer {cpu_a / count * 1e6:.1f} us; "
+                f"(b) ingest process {cpu_b / count * 1e6:.1f} us, "
+                f"HTTP client {cpu_client / count * 1e6:.1f} us"
             )
         median_a, median_b = statistics.median(rates_a), statistics.median(rates_b)
         ratio = statistics.median(b / a for a, b in zip(rates_a, rates_b, strict=True))
