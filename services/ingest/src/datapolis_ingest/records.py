@@ -218,7 +218,13 @@ class Preparer:
 
             key: bytes | None = None
             if key_field is not None:
-                key = _scalar_bytes(item.get(key_field))
+                key_value = item.get(key_field)
+                # The common case without a call; _scalar_bytes for the rest.
+                key = (
+                    key_value.encode()
+                    if type(key_value) is str and key_value
+                    else _scalar_bytes(key_value)
+                )
                 if key is None:
                     out.rejections.append(
                         Rejection(

@@ -174,12 +174,18 @@ class Producer:
         # Per topic, not per record: awaiting a coroutine for each of 20,000+
         # records a second showed in profiles.
         partitions_of: dict[str, list[int]] = {}
+        key_hashes = self._key_hashes
         for record in records:
             topic = record.topic
             partitions = partitions_of.get(topic)
             if partitions is None:
                 partitions = partitions_of[topic] = await self._partitions_for(topic, now)
-            tp = (topic, self._partition(partitions, record.key))
+            key = record.key
+            hashed = key_hashes.get(key) if key is not None else None
+            if hashed is None:
+                tp = (topic, self._partition(partitions, key))
+            else:  # the common case, without a call
+                tp = (topic, partitions[hashed % len(partitions)])
             group = groups.get(tp)
             if group is None:
                 group = groups[tp] = _Group(loop.create_future(), now)
