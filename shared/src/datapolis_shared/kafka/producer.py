@@ -257,6 +257,10 @@ class Producer:
                         futures.append(await producer.send_batch(batch, topic, partition=partition))
                         batch = producer.create_batch()
                         batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers)
+                # Closed, the batch is complete: aiokafka sends it at once
+                # instead of letting it linger (linger_ms) for appends that
+                # will never come, which added that much to every group.
+                batch.close()
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
