@@ -61,6 +61,10 @@ _HTTP_CODES = {
 }
 
 
+def title_for(status: int) -> str:
+    return _TITLES.get(status, "Error")
+
+
 def problem(
     status: int,
     code: str,
@@ -72,7 +76,7 @@ def problem(
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": TYPE_BASE + code,
-        "title": _TITLES.get(status, "Error"),
+        "title": title_for(status),
         "status": status,
         "detail": detail,
         "code": code,
