@@ -11,7 +11,8 @@ route of a kind can answer without saying so:
   declares the Bearer and ``X-API-Key`` schemes and answers 401 and 429;
 - a route with parameters or a body answers 422 ``validation-failed`` (the
   problem+json the services send, instead of FastAPI's ``HTTPValidationError``);
-- a route with a body answers 413 ``payload-too-large``;
+- a route with a body answers 413 ``payload-too-large``, and 400
+  ``bad-request`` when FastAPI decodes it (a body that is not UTF-8);
 - a route of a service (not a probe) answers 503 ``unavailable``.
 
 Each status is one ``application/problem+json`` response whose schema is the
@@ -89,6 +90,9 @@ PAYLOAD_TOO_LARGE = ProblemCode(
     413,
     "the body exceeds the service's limit (`<PREFIX>_HTTP__MAX_BODY_BYTES`)",
     (("max_bytes", 1048576),),
+)
+BODY_UNREADABLE = ProblemCode(
+    "bad-request", 400, "the body cannot be read as JSON text (it is not UTF-8)"
 )
 UNSUPPORTED_MEDIA_TYPE = ProblemCode(
     "unsupported-media-type", 415, "the body's Content-Type is not one this operation reads"
@@ -318,6 +322,9 @@ def _complete_operation(
         add(VALIDATION_FAILED, *input_codes)
     if "requestBody" in operation:
         add(PAYLOAD_TOO_LARGE)
+    if route.body_field is not None:
+        # FastAPI decodes a declared body itself, and answers 400 when it cannot.
+        add(BODY_UNREADABLE)
     if not probe:
         add(UNAVAILABLE)
     # FastAPI's own 422 describes a body the services never send.

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from datapolis_shared import errors
 from datapolis_shared.logs import request_id_var
@@ -109,6 +110,18 @@ def from_domain_error(exc: errors.DatapolisError, instance: str | None = None) -
     return problem(status, exc.code, exc.message, instance=instance, headers=headers, **exc.extra)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers. Starlette's 405 names only the
+    methods of the first route whose path matched, so GET and POST on one path
+    (two routes) each claimed to be the only one."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.DatapolisError)
@@ -135,12 +148,15 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, f"http-{exc.status_code}")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return problem(
             exc.status_code,
             code,
             str(exc.detail),
             instance=request.url.path,
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
