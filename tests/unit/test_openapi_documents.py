@@ -5,6 +5,7 @@ order. Nothing running is needed: a document is built without starting the app.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from datapolis_notify.app import create_app as create_notify
 from datapolis_notify.settings import NotifySettings
 from datapolis_shared.http.app import Caller, build_app
 from datapolis_shared.http.openapi import PROBLEM_SCHEMA, ProblemCode, problem_responses
+from tests.infra import REPO
 
 PUBLIC = {
     ("/healthz", "get"),
@@ -135,6 +137,30 @@ def test_ingest_documents_that_non_object_records_are_taken_and_rejected_one_by_
     assert answer == {"$ref": "#/components/schemas/IngestAnswer"}
     rejection = DOCUMENTS["ingest"]["components"]["schemas"]["Rejection"]
     assert {"index", "errors"} <= set(rejection["required"])
+
+
+# Codes of consumer loops (a bad event on a topic), never of an HTTP answer.
+EVENT_CODES = {"invalid-event", "unknown-event-type"}
+
+
+def test_every_code_the_services_raise_is_in_their_documents() -> None:
+    sources = [*(REPO / "services").glob("*/src/**/*.py"), *(REPO / "shared/src").rglob("*.py")]
+    raised = {
+        code
+        for source in sources
+        for code in re.findall(r'code="([a-z0-9-]+)"', source.read_text())
+    }
+    documented = {
+        code
+        for document in DOCUMENTS.values()
+        for _, _, operation in _operations(document)
+        for status, response in operation["responses"].items()
+        if int(status) >= 400
+        for code in response["content"]["application/problem+json"]["schema"]["allOf"][1][
+            "properties"
+        ]["code"]["enum"]
+    }
+    assert raised - EVENT_CODES <= documented, sorted(raised - EVENT_CODES - documented)
 
 
 ITEM_GONE = ProblemCode("item-gone", 410, "the item was deleted")

@@ -171,6 +171,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
             "description": "incompatible-schema: each change that breaks consumers",
         },
         "current_version": {"type": "integer"},
+        "current_partitions": {"type": "integer"},
+        "requested_partitions": {"type": "integer"},
         "line": {"type": "integer", "description": "malformed-json: where the parser stopped"},
         "column": {"type": "integer"},
         "position": {"type": "integer"},
