@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
@@ -28,6 +28,8 @@ _FORMATS: dict[str, BodyFormat] = {
     "application/ndjson": "ndjson",
     "application/jsonl": "ndjson",
 }
+
+Slug = Annotated[str, Path(description="the dataset's slug", examples=["energy-meters"])]
 
 # Problem codes this API answers besides the shared ones.
 NOT_DATASET_PUBLISHER = ProblemCode(
@@ -195,7 +197,7 @@ def get_ingestor(request: Request) -> Ingestor:
         ),
     },
 )
-async def push_records(slug: str, request: Request, caller: Caller) -> Response:
+async def push_records(slug: Slug, request: Request, caller: Caller) -> Response:
     fmt = body_format(request.headers.get("content-type"))
     ingestor = get_ingestor(request)
     answer = await ingestor.ingest(

@@ -25,6 +25,8 @@ from datapolis_catalog.discovery import DatasetQuery
 from datapolis_shared.http.app import Caller
 from datapolis_shared.http.openapi import MISSING_SCOPE, problem_responses
 
+Slug = Annotated[str, Path(description="the dataset's slug", examples=["energy-meters"])]
+
 PUBLISHER_ONLY = (MISSING_SCOPE, p.NOT_PUBLISHER, p.DATASET_NOT_FOUND)
 
 router = APIRouter(prefix="/datasets")
@@ -117,7 +119,7 @@ async def list_datasets(
     "The records of shared and personal datasets stay behind agreements and consents.",
     responses=problem_responses(p.DATASET_NOT_FOUND),
 )
-async def get_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> DatasetDetail:
+async def get_dataset(slug: Slug, caller: Caller, catalog: CatalogDep) -> DatasetDetail:
     return await datasets.get_dataset_detail(catalog.pool, caller, slug, catalog.links)
 
 
@@ -140,7 +142,7 @@ async def get_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> Dataset
     ),
 )
 async def update_dataset(
-    slug: str, body: DatasetPatch, caller: Caller, catalog: CatalogDep
+    slug: Slug, body: DatasetPatch, caller: Caller, catalog: CatalogDep
 ) -> Dataset:
     return await datasets.update_dataset(catalog.pool, catalog.provisioner, caller, slug, body)
 
@@ -152,7 +154,7 @@ async def update_dataset(
     summary="Retire a dataset (hidden from discovery; topics and history kept)",
     responses=problem_responses(*PUBLISHER_ONLY),
 )
-async def retire_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> Dataset:
+async def retire_dataset(slug: Slug, caller: Caller, catalog: CatalogDep) -> Dataset:
     return await datasets.retire_dataset(catalog.pool, caller, slug)
 
 
@@ -170,7 +172,7 @@ async def retire_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> Data
     },
 )
 async def add_schema_version(
-    slug: str, body: NewSchemaVersion, caller: Caller, catalog: CatalogDep, response: Response
+    slug: Slug, body: NewSchemaVersion, caller: Caller, catalog: CatalogDep, response: Response
 ) -> SchemaVersionResult:
     result = await datasets.add_schema_version(
         catalog.pool, catalog.provisioner, caller, slug, body
@@ -189,7 +191,7 @@ async def add_schema_version(
     responses=problem_responses(p.DATASET_NOT_FOUND),
 )
 async def list_schema_versions(
-    slug: str, caller: Caller, catalog: CatalogDep
+    slug: Slug, caller: Caller, catalog: CatalogDep
 ) -> list[SchemaVersion]:
     return await datasets.list_schema_versions(catalog.pool, slug)
 
@@ -205,7 +207,7 @@ async def list_schema_versions(
     },
 )
 async def get_schema_document(
-    slug: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)], catalog: CatalogDep
+    slug: Slug, version: Annotated[int, Path(ge=1, le=2**31 - 1, examples=[1])], catalog: CatalogDep
 ) -> JSONResponse:
     schema = await datasets.get_schema_version(catalog.pool, slug, version)
     return JSONResponse(schema.json_schema, media_type="application/schema+json")

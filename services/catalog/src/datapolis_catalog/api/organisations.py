@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 
 from datapolis_catalog import organisations
 from datapolis_catalog.api import problems as p
@@ -16,6 +18,12 @@ from datapolis_catalog.organisations import (
 )
 from datapolis_shared.http.app import Caller
 from datapolis_shared.http.openapi import MISSING_SCOPE, OPERATOR_ONLY, problem_responses
+
+OrgId = Annotated[
+    str,
+    Path(description="the organisation's id", examples=["3b8d128e-5f9a-4a9b-b4eb-22608d775a48"]),
+]
+KeyId = Annotated[str, Path(description="the key's id", examples=["c858487ea318b7c2"])]
 
 KEY_ADMIN = (p.ORGANISATION_NOT_FOUND, p.NOT_YOUR_ORGANISATION, MISSING_SCOPE)
 
@@ -48,7 +56,7 @@ async def list_organisations(caller: Caller, catalog: CatalogDep) -> list[Organi
     summary="One organisation",
     responses=problem_responses(p.ORGANISATION_NOT_FOUND),
 )
-async def get_organisation(org_id: str, caller: Caller, catalog: CatalogDep) -> Organisation:
+async def get_organisation(org_id: OrgId, caller: Caller, catalog: CatalogDep) -> Organisation:
     return await organisations.get_organisation(catalog.pool, caller, org_id)
 
 
@@ -63,7 +71,7 @@ async def get_organisation(org_id: str, caller: Caller, catalog: CatalogDep) -> 
     responses=problem_responses(*KEY_ADMIN, p.UNKNOWN_SCOPE, p.SCOPE_ESCALATION),
 )
 async def issue_key(
-    org_id: str, body: NewApiKey, caller: Caller, catalog: CatalogDep
+    org_id: OrgId, body: NewApiKey, caller: Caller, catalog: CatalogDep
 ) -> IssuedApiKey:
     return await organisations.issue_key(catalog.pool, caller, org_id, body)
 
@@ -75,7 +83,7 @@ async def issue_key(
     summary="List an organisation's keys (never their secrets)",
     responses=problem_responses(*KEY_ADMIN),
 )
-async def list_keys(org_id: str, caller: Caller, catalog: CatalogDep) -> list[ApiKey]:
+async def list_keys(org_id: OrgId, caller: Caller, catalog: CatalogDep) -> list[ApiKey]:
     return await organisations.list_keys(catalog.pool, caller, org_id)
 
 
@@ -86,5 +94,5 @@ async def list_keys(org_id: str, caller: Caller, catalog: CatalogDep) -> list[Ap
     summary="Revoke a key, here at once and in every service within seconds",
     responses=problem_responses(*KEY_ADMIN, p.API_KEY_NOT_FOUND),
 )
-async def revoke_key(org_id: str, key_id: str, caller: Caller, catalog: CatalogDep) -> ApiKey:
+async def revoke_key(org_id: OrgId, key_id: KeyId, caller: Caller, catalog: CatalogDep) -> ApiKey:
     return await organisations.revoke(catalog.pool, caller, org_id, key_id)
