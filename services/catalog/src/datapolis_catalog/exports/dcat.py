@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from datapolis_catalog.datasets import Dataset
 from datapolis_catalog.organisations import PublisherProfile
@@ -161,7 +162,8 @@ def _contact_point(iri: str, name: str, email: str) -> dict[str, Any]:
         # vcard:Kind spelled out: the shapes check it without the vCard ontology.
         "@type": ["vcard:Organization", "vcard:Kind"],
         "vcard:fn": name,
-        "vcard:hasEmail": _iri(f"mailto:{email}"),
+        # Percent-encoded: an address may hold characters an IRI may not.
+        "vcard:hasEmail": _iri(f"mailto:{quote(email, safe='@')}"),
     }
 
 

@@ -45,8 +45,7 @@ def _licence_html(licence: str) -> str:
 def _how_to_get_records(dataset: Dataset, links: Links, base: str) -> str:
     if dataset.access_level == "open":
         access = (
-            "Open data: any API key with the <code>read</code> scope reads the topic with a "
-            "Kafka client, or subscribes through "
+            "Open data: read the topic with a Kafka client, or subscribe through "
             f"{_link(links.notify_url.rstrip('/') + '/subscriptions')}."
         )
     else:
