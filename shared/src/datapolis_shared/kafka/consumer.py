@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 
 from datapolis_shared.errors import InvalidInput, Unavailable
 from datapolis_shared.kafka.deadletters import dead_letter_record
-from datapolis_shared.kafka.options import client_options
+from datapolis_shared.kafka.options import client_options, describe
 from datapolis_shared.kafka.producer import Producer
 from datapolis_shared.logs import event_id_var
 from datapolis_shared.metrics import ServiceMetrics
@@ -98,6 +98,9 @@ class ConsumerLoop:
         self._auto_offset_reset = auto_offset_reset
         self._last_progress = time.monotonic()
         self._assignment = _Assignment()
+        # Why the last attempt to start the Kafka consumer failed (a refused
+        # password, a TLS error, no broker), until one succeeds.
+        self._connect_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._metrics = metrics
         if metrics is not None:  # the series exist, at 0, before the first record
@@ -121,6 +124,8 @@ class ConsumerLoop:
             return "not started"
         if self._task.done():
             return "stopped"
+        if self._connect_error is not None:
+            return f"cannot connect to Kafka: {self._connect_error}"
         if not self._assignment.received:
             return "waiting for its partitions (joining its consumer group)"
         idle = time.monotonic() - self._last_progress
@@ -146,13 +151,23 @@ class ConsumerLoop:
             else:
                 consumer.subscribe(topics=self._topics, listener=self._assignment)
             try:
-                await consumer.start()
+                try:
+                    await consumer.start()
+                except KafkaError as exc:
+                    self._connect_error = repr(exc)
+                    raise
+                self._connect_error = None
                 backoff = 0.5
                 await self._consume(consumer)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("consumer %s failed; restarting in %.1fs", self.name, backoff)
+                log.exception(
+                    "consumer %s failed (Kafka at %s); restarting in %.1fs",
+                    self.name,
+                    describe(self._settings),
+                    backoff,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
