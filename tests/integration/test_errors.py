@@ -1,7 +1,8 @@
 """Errors on a real service (real PostgreSQL and Kafka): a bug answers a 500
 problem carrying the request id and is logged once, briefly; a dependency
 that is down is described in a plain sentence while the log keeps the
-driver's error."""
+driver's error; failed authentication is throttled per client without
+database lookups, and other clients' keys keep working."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import SecretStr
 
-from datapolis_shared.http.app import create_service_app
+from datapolis_shared.auth import SELECT_KEY, generate_key, save_key
+from datapolis_shared.http.app import Caller, create_service_app
 from datapolis_shared.kafka import Producer, TopicSpec, ensure_topics
 from datapolis_shared.postgres.pool import create_pool
-from datapolis_shared.settings import KafkaSettings, PostgresSettings, ServiceSettings
+from datapolis_shared.settings import (
+    AuthSettings,
+    KafkaSettings,
+    PostgresSettings,
+    ServiceSettings,
+)
 from tests.apps import running
 
 DEEP = 400
@@ -64,6 +71,11 @@ async def kafka_admin_down() -> None:
 async def postgres_down() -> None:
     dsn = f"postgresql://datapolis:datapolis@127.0.0.1:{_closed_port()}/datapolis"
     await create_pool(PostgresSettings(dsn=SecretStr(dsn)))
+
+
+@router.get("/whoami")
+async def whoami(caller: Caller) -> dict[str, str]:
+    return {"org_id": caller.org_id}
 
 
 class _Formatted(logging.Handler):
@@ -173,3 +185,69 @@ async def test_a_dependency_down_is_a_plain_sentence_and_the_log_keeps_the_cause
     for word in DRIVER_WORDS:
         assert word not in body["detail"], body["detail"]
     assert any(driver_error in line for line in captured.lines), captured.lines
+
+
+class _CountingPool:
+    """The service's pool, counting the API key lookups that reach it."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.key_lookups = 0
+
+    async def fetchrow(self, query: str, *args: object) -> Any:
+        if query == SELECT_KEY:
+            self.key_lookups += 1
+        return await self._pool.fetchrow(query, *args)
+
+
+async def test_failed_authentication_is_throttled_per_client_without_lookups(
+    service_settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = service_settings.model_copy(
+        update={"auth": AuthSettings(max_failures=5, failure_interval_s=30)}
+    )
+    app = _app(settings)
+    async with running(app) as client:
+        runtime = app.state.runtime
+        good = generate_key()
+        await save_key(
+            runtime.pool,
+            key_id=good.key_id,
+            org_id="org-good",
+            scopes=["read"],
+            secret_hash=good.secret_hash,
+        )
+        counting = _CountingPool(runtime.pool)
+        monkeypatch.setattr(runtime.keys, "_pool", counting)
+
+        def from_address(host: str) -> httpx.AsyncClient:
+            transport = httpx.ASGITransport(app=app, client=(host, 40_000))
+            return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+        async with from_address("127.0.0.2") as guesser, from_address("127.0.0.3") as other:
+            for _ in range(5):
+                wrong = {"Authorization": f"Bearer {generate_key().token}"}
+                _problem(await guesser.get("/whoami", headers=wrong), 401, "invalid-api-key")
+            assert counting.key_lookups == 5
+
+            for _ in range(100):
+                wrong = {"Authorization": f"Bearer {generate_key().token}"}
+                refused = await guesser.get("/whoami", headers=wrong)
+                body = _problem(refused, 429, "too-many-failed-authentications")
+                assert 1 <= int(refused.headers["retry-after"]) <= 30
+                assert body["request_id"] == refused.headers["x-request-id"]
+            assert counting.key_lookups == 5, "a throttled client must cost no lookup"
+
+            # Refused before any comparison: a throttled client learns nothing,
+            # not even from a good key.
+            good_headers = {"X-API-Key": good.token}
+            _problem(
+                await guesser.get("/whoami", headers=good_headers),
+                429,
+                "too-many-failed-authentications",
+            )
+
+            ok = await other.get("/whoami", headers=good_headers)
+            assert ok.status_code == 200, ok.text
+            assert ok.json() == {"org_id": "org-good"}
+            assert (await client.get("/whoami", headers=good_headers)).status_code == 200

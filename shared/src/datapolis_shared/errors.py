@@ -64,6 +64,17 @@ class Unavailable(DatapolisError):
         self.retry_after_s = retry_after_s
 
 
+class Throttled(DatapolisError):
+    """This client did something limited too often (for example failed to
+    authenticate); it may try again after ``retry_after_s``."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, *, retry_after_s: int = 60, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.retry_after_s = retry_after_s
+
+
 def public_message(exc: DatapolisError) -> str:
     """``exc``'s message without the driver error it was raised from.
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord
 
-from datapolis_shared.auth import ApiKeyStore, apply_key_event
-from datapolis_shared.errors import Unavailable
+from datapolis_shared.auth import ApiKeyStore, FailedAuthThrottle, apply_key_event
+from datapolis_shared.errors import Unavailable, public_message
 from datapolis_shared.events import CATALOG_EVENTS
 from datapolis_shared.events.base import parse_event
 from datapolis_shared.events.cloudevents import from_structured
@@ -144,13 +144,22 @@ class Runtime:
                 await ensure_topics(settings.kafka, self.topics)
                 break
             except Unavailable as exc:
-                self._connect_error = exc.message
-                log.warning("waiting for dependencies: %s (retry in %.1fs)", exc.message, backoff)
+                self._connect_error = public_message(exc)
+                log.warning(
+                    "waiting for dependencies: %s (cause: %r; retry in %.1fs)",
+                    exc.message,
+                    exc.__cause__,
+                    backoff,
+                )
                 if self.producer is not None and not self.producer.started:
                     self.producer = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        self.keys = ApiKeyStore(self._pool, operator_key=settings.operator_key.get_secret_value())
+        self.keys = ApiKeyStore(
+            self._pool,
+            operator_key=settings.operator_key.get_secret_value(),
+            throttle=FailedAuthThrottle(settings.auth),
+        )
         if self._with_relay:
             self.relay = OutboxRelay(self._pool, self.producer)
             self.relay.start()
@@ -202,10 +211,13 @@ class Runtime:
             names = list(probes)
             outcomes = await asyncio.gather(*(probes[n]() for n in names), return_exceptions=True)
             for name, outcome in zip(names, outcomes, strict=True):
+                # /readyz is answered to anyone: plain sentences, the driver's
+                # errors go to the log.
                 if isinstance(outcome, Unavailable):
-                    checks[name] = outcome.message
+                    checks[name] = public_message(outcome)
                 elif isinstance(outcome, BaseException):
-                    checks[name] = repr(outcome)
+                    log.warning("readiness check %s failed: %r", name, outcome)
+                    checks[name] = "the check failed unexpectedly (see the service's log)"
                 else:
                     checks[name] = outcome or "ok"
             for consumer in self.consumers:

@@ -113,7 +113,8 @@ def _bearer(request: Request) -> str | None:
 
 async def authenticate(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller, from ``Authorization: Bearer <key>`` or ``X-API-Key``."""
-    return await runtime.require_keys().resolve(_bearer(request))
+    client = request.client.host if request.client else None
+    return await runtime.require_keys().resolve(_bearer(request), client=client)
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

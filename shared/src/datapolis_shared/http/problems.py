@@ -29,6 +29,7 @@ _STATUS: list[tuple[type[errors.DatapolisError], int]] = [
     (errors.Forbidden, 403),
     (errors.TooLarge, 413),
     (errors.Overloaded, 429),
+    (errors.Throttled, 429),
     (errors.Unavailable, 503),
 ]
 
@@ -106,7 +107,7 @@ def _log_cause(exc: errors.DatapolisError) -> None:
 def from_domain_error(exc: errors.DatapolisError, instance: str | None = None) -> JSONResponse:
     status = status_for(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, errors.Unavailable | errors.Overloaded):
+    if isinstance(exc, errors.Unavailable | errors.Overloaded | errors.Throttled):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="datapolis"'
