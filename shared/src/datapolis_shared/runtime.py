@@ -35,6 +35,7 @@ from datapolis_shared.metrics import ServiceMetrics
 from datapolis_shared.postgres import inbox
 from datapolis_shared.postgres.outbox import OutboxRelay
 from datapolis_shared.postgres.pool import Pool, create_pool, ping
+from datapolis_shared.retry import Backoff, retry
 from datapolis_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -130,38 +131,20 @@ class Runtime:
     async def _connect(
         self, on_connected: Callable[[Runtime], Awaitable[None]] | None, *, sync_keys: bool
     ) -> None:
-        backoff = 0.5
         settings = self.settings
-        while True:
-            try:
-                if self._pool is None:
-                    self._pool = await create_pool(settings.postgres)
-                if self.producer is None or not self.producer.started:
-                    self.producer = Producer(
-                        settings.kafka, client_id=f"datapolis-{settings.service_name}"
-                    )
-                    await self.producer.start()
-                await ensure_topics(settings.kafka, self.topics)
-                break
-            except Unavailable as exc:
-                self._connect_error = public_message(exc)
-                log.warning(
-                    "waiting for dependencies: %s (cause: %r; retry in %.1fs)",
-                    exc.message,
-                    exc.__cause__,
-                    backoff,
-                )
-                if self.producer is not None and not self.producer.started:
-                    self.producer = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        pool, producer = await retry(
+            self._connect_dependencies,
+            doing="connecting to Kafka and PostgreSQL",
+            on=Unavailable,
+            backoff=Backoff(initial_s=0.5, max_s=5.0),
+        )
         self.keys = ApiKeyStore(
-            self._pool,
+            pool,
             operator_key=settings.operator_key.get_secret_value(),
             throttle=FailedAuthThrottle(settings.auth),
         )
         if self._with_relay:
-            self.relay = OutboxRelay(self._pool, self.producer)
+            self.relay = OutboxRelay(pool, producer)
             self.relay.start()
         if sync_keys:
             self.add_consumer(
@@ -172,6 +155,25 @@ class Runtime:
         self._connect_error = None
         self.connected.set()
         log.info("connected to Kafka and PostgreSQL")
+
+    async def _connect_dependencies(self) -> tuple[Pool, Producer]:
+        """One try: what is already connected stays, the rest is tried again."""
+        settings = self.settings
+        try:
+            if self._pool is None:
+                self._pool = await create_pool(settings.postgres)
+            if self.producer is None or not self.producer.started:
+                self.producer = Producer(
+                    settings.kafka, client_id=f"datapolis-{settings.service_name}"
+                )
+                await self.producer.start()
+            await ensure_topics(settings.kafka, self.topics)
+            return self._pool, self.producer
+        except Unavailable as exc:
+            self._connect_error = public_message(exc)
+            if self.producer is not None and not self.producer.started:
+                self.producer = None
+            raise
 
     async def _apply_catalog_key_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
         envelope = from_structured(record.value or b"")
