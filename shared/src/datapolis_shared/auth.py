@@ -109,7 +109,7 @@ def client_key(host: str | None) -> str:
 
 class FailedAuthThrottle:
     """A token bucket of failed authentications per client: a client may fail
-    ``max_failures`` times in a row, then once per ``failure_interval_s``;
+    ``max_failures`` times at once, then once per ``failure_interval_s``;
     beyond that it is refused until the bucket refills. A client that keeps
     guessing gets one attempt per interval, and one whose key is still on its
     way (catalog's event) gets through soon after it arrives. Memory is

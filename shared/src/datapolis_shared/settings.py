@@ -67,8 +67,8 @@ class HttpSettings(BaseModel):
 
 class AuthSettings(BaseModel):
     """Throttling of failed authentication, per client address (an IPv6
-    client counts per /64). A client may present ``max_failures`` bad keys in
-    a row, then one more per ``failure_interval_s``; beyond that it gets 429
+    client counts per /64). A client may present ``max_failures`` bad keys at
+    once, then one more per ``failure_interval_s``; beyond that it gets 429
     ``too-many-failed-authentications`` with Retry-After, without a database
     lookup. Other clients are not affected. At most ``tracked_clients`` are
     remembered (the one that failed least recently is forgotten first)."""
