@@ -44,7 +44,7 @@ class ServiceMetrics:
         )
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     app = scope.get("app")
     router = getattr(app, "router", None)
     for route in getattr(router, "routes", ()):
@@ -75,7 +75,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = _route_template(scope)
+            route = route_template(scope)
             method = scope["method"]
             self.metrics.http_requests.labels(method, route, str(status)).inc()
             self.metrics.http_latency.labels(method, route).observe(time.perf_counter() - started)

@@ -71,6 +71,19 @@ class HttpSettings(BaseModel):
     public_url: str | None = None
 
 
+class AuthSettings(BaseModel):
+    """Throttling of failed authentication, per client address (an IPv6
+    client counts per /64). A client may present ``max_failures`` bad keys at
+    once, then one more per ``failure_interval_s``; beyond that it gets 429
+    ``too-many-failed-authentications`` with Retry-After, without a database
+    lookup. Other clients are not affected. At most ``tracked_clients`` are
+    remembered (the one that failed least recently is forgotten first)."""
+
+    max_failures: int = Field(default=20, ge=1)
+    failure_interval_s: float = Field(default=1.0, gt=0)
+    tracked_clients: int = Field(default=100_000, ge=100)
+
+
 class WorkerHttpSettings(BaseModel):
     """Where a stream worker serves /healthz, /readyz and /metrics (and nothing
     else). Its own port, so an API and a worker of one service can run side by
@@ -94,6 +107,7 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     postgres: PostgresSettings = PostgresSettings()
     http: HttpSettings = HttpSettings()
+    auth: AuthSettings = AuthSettings()
     worker_http: WorkerHttpSettings = WorkerHttpSettings()
 
     @model_validator(mode="after")

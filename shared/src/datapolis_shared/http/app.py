@@ -12,7 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from datapolis_shared.auth import Principal
 from datapolis_shared.http import problems
-from datapolis_shared.http.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from datapolis_shared.http.middleware import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    UnhandledErrorMiddleware,
+)
 from datapolis_shared.logs import configure_logging
 from datapolis_shared.metrics import MetricsMiddleware, ServiceMetrics
 from datapolis_shared.runtime import Runtime
@@ -77,9 +81,10 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     app.state.settings = settings
     problems.install(app)
-    # Outermost first: request id, then metrics, then the body limit.
+    # Outermost first: request id, unhandled errors, metrics, the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(operations)
@@ -108,7 +113,8 @@ def _bearer(request: Request) -> str | None:
 
 async def authenticate(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller, from ``Authorization: Bearer <key>`` or ``X-API-Key``."""
-    return await runtime.require_keys().resolve(_bearer(request))
+    client = request.client.host if request.client else None
+    return await runtime.require_keys().resolve(_bearer(request), client=client)
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from datapolis_shared.http import problems
 from datapolis_shared.http.app import operations
+from datapolis_shared.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
 from datapolis_shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ def create_worker_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title=f"datapolis {name} worker", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     problems.install(app)
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(operations)
     return app
 

@@ -48,7 +48,8 @@ def control_topic_specs() -> list[TopicSpec]:
 @contextlib.asynccontextmanager
 async def admin_client(settings: KafkaSettings, failing: str) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client, closed after; Kafka errors become
-    :class:`Unavailable` ("<failing> failed: ...")."""
+    :class:`Unavailable` naming the ``failing`` operation (the client's own
+    error stays its ``__cause__``, for the logs)."""
     admin = AIOKafkaAdminClient(**client_options(settings), client_id="datapolis-admin")
     try:
         await admin.start()
@@ -56,11 +57,11 @@ async def admin_client(settings: KafkaSettings, failing: str) -> AsyncIterator[A
         # Where and as whom, for the operator (the exception's message may
         # reach an API client, so it names neither).
         log.warning("Kafka admin client could not connect to %s: %r", describe(settings), exc)
-        raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+        raise Unavailable("Kafka is unreachable; try again later") from exc
     try:
         yield admin
     except KafkaError as exc:
-        raise Unavailable(f"{failing} failed: {exc!r}") from exc
+        raise Unavailable(f"Kafka refused or failed the {failing}; try again later") from exc
     finally:
         await admin.close()
 
