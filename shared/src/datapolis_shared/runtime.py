@@ -152,7 +152,7 @@ class Runtime:
                 backoff = min(backoff * 2, 5.0)
         self.keys = ApiKeyStore(self._pool, operator_key=settings.operator_key.get_secret_value())
         if self._with_relay:
-            self.relay = OutboxRelay(self._pool, self.producer)
+            self.relay = OutboxRelay(self._pool, self.producer, metrics=self.metrics)
             self.relay.start()
         if sync_keys:
             self.add_consumer(
