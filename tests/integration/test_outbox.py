@@ -266,7 +266,13 @@ async def test_a_keys_events_are_published_in_commit_order(
     """The transaction that wrote first commits last: its event must not be
     published before the one that committed first."""
     topic = await new_topic("outbox")
-    committed: list[str] = []
+    # Each transaction takes the next number just before it commits, holding
+    # the row until then: the numbers are the commit order, as the server saw it.
+    await pool.execute(
+        "CREATE TABLE commit_order (n INT NOT NULL); INSERT INTO commit_order VALUES (0)"
+    )
+    take_number = "UPDATE commit_order SET n = n + 1 RETURNING n"
+    committed: dict[int, str] = {}
     async with pool.acquire() as first, pool.acquire() as second:
         first_tx = first.transaction()
         await first_tx.start()
@@ -275,7 +281,7 @@ async def test_a_keys_events_are_published_in_commit_order(
         async def revoke() -> None:
             async with second.transaction():
                 event_id = await outbox.enqueue(second, _event("agreement-1", topic, "revoke"))
-            committed.append(event_id)
+                committed[await second.fetchval(take_number)] = event_id
 
         second_writer = asyncio.create_task(revoke())
         # The revocation either commits at once or waits for the grant's
@@ -283,12 +289,13 @@ async def test_a_keys_events_are_published_in_commit_order(
         await eventually(
             lambda: second_writer.done() or _waits_on_a_lock(pool, second.get_server_pid())
         )
+        committed[await first.fetchval(take_number)] = grant
         await first_tx.commit()
-        committed.append(grant)
         await second_writer
 
     relay = outbox.OutboxRelay(pool, producer)
     while await relay.publish_pending():
         pass
     records = await read_topic(kafka_bootstrap, topic, expect=2)
-    assert [from_structured(r.value or b"").id for r in records] == committed
+    in_commit_order = [committed[n] for n in sorted(committed)]
+    assert [from_structured(r.value or b"").id for r in records] == in_commit_order
