@@ -26,7 +26,9 @@ from datapolis_shared.kafka import (
     BatchHandler,
     ConsumerLoop,
     Handler,
+    Park,
     Producer,
+    RetryPolicy,
     TopicSpec,
     control_topic_specs,
     ensure_topics,
@@ -91,6 +93,8 @@ class Runtime:
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
         max_records: int = 500,
+        retry: RetryPolicy | None = None,
+        park: Park | None = None,
     ) -> ConsumerLoop:
         """Start a consumer loop that readiness watches (see ``ConsumerLoop``)."""
         loop = ConsumerLoop(
@@ -106,6 +110,11 @@ class Runtime:
             batch_handler=batch_handler,
             max_records=max_records,
             metrics=self.metrics,
+            # A handler failing while PostgreSQL is down pauses the loop
+            # rather than parking good records (Kafka is always probed).
+            dependencies=[self.ping_postgres],
+            retry=retry,
+            park=park,
         )
         self.consumers.append(loop)
         loop.start()
@@ -163,6 +172,10 @@ class Runtime:
         self._connect_error = None
         self.connected.set()
         log.info("connected to Kafka and PostgreSQL")
+
+    async def ping_postgres(self) -> None:
+        """A consumer loop's probe of PostgreSQL (raises Unavailable)."""
+        await ping(self.pool)
 
     async def _apply_catalog_key_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
         envelope = from_structured(record.value or b"")

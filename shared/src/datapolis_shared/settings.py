@@ -34,6 +34,12 @@ class KafkaSettings(BaseModel):
     # Replication factor of topics the service creates (1 locally, 3 in prod).
     replication_factor: int = Field(default=1, ge=1)
     readiness_timeout_s: float = Field(default=3.0, gt=0)
+    # How long a consumer loop retries one record whose handler fails
+    # transiently (attempts, seconds: the first reached) before parking it on
+    # the dead letters so its partition moves on. Longer waits (an endpoint
+    # down for hours) belong in the handler's own retry schedule.
+    consumer_retry_attempts: int = Field(default=10, ge=1)
+    consumer_retry_max_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Self:

@@ -17,7 +17,11 @@ from datapolis_shared.kafka.consumer import (
     TRANSIENT_ERRORS,
     BatchHandler,
     ConsumerLoop,
+    Dependency,
     Handler,
+    Park,
+    RetryPolicy,
+    retry_delay,
 )
 from datapolis_shared.kafka.deadletters import DEAD_LETTERS, dead_letter_record
 from datapolis_shared.kafka.options import client_options
@@ -30,9 +34,12 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "BatchHandler",
     "ConsumerLoop",
+    "Dependency",
     "Handler",
     "OutgoingRecord",
+    "Park",
     "Producer",
+    "RetryPolicy",
     "TopicChanges",
     "TopicSpec",
     "admin_client",
@@ -41,5 +48,6 @@ __all__ = [
     "converge_topics",
     "dead_letter_record",
     "ensure_topics",
+    "retry_delay",
     "topic_config_update",
 ]
