@@ -153,7 +153,7 @@ class Runtime:
             throttle=FailedAuthThrottle(settings.auth),
         )
         if self._with_relay:
-            self.relay = OutboxRelay(pool, producer)
+            self.relay = OutboxRelay(pool, producer, metrics=self.metrics)
             self.relay.start()
         if sync_keys:
             self.add_consumer(

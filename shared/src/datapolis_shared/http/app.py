@@ -52,6 +52,8 @@ async def readyz(request: Request) -> Response:
 @operations.get("/metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request) -> Response:
     runtime = await get_runtime(request)
+    # datapolis_ready as of this scrape, whether or not anything probed /readyz.
+    await runtime.readiness()
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
