@@ -18,12 +18,15 @@ from aiokafka import ConsumerRecord
 from datapolis_shared.errors import Unavailable
 from datapolis_shared.kafka import ConsumerLoop, OutgoingRecord, Producer, RetryPolicy
 from datapolis_shared.postgres.pool import ping
+from datapolis_shared.retry import Backoff
 from datapolis_shared.settings import KafkaSettings
 from tests.conftest import TopicFactory
 from tests.kafka_util import TopicTail, eventually
 
 # Retries in tenths of seconds, so that the bound is reached quickly.
-QUICK = RetryPolicy(max_attempts=5, max_elapsed_s=30, first_delay_s=0.05, max_delay_s=0.2)
+QUICK = RetryPolicy(
+    max_attempts=5, max_elapsed_s=30, backoff=Backoff(initial_s=0.05, max_s=0.2, jitter_s=0.05)
+)
 
 
 def _loop(
@@ -153,7 +156,11 @@ async def test_readiness_reports_a_loop_stuck_retrying(
             raise Unavailable("the search index is rebuilding")
 
     await producer.send(OutgoingRecord(topic, b"waiting"))
-    patient = RetryPolicy(max_attempts=1000, max_elapsed_s=60, first_delay_s=0.05, max_delay_s=0.1)
+    patient = RetryPolicy(
+        max_attempts=1000,
+        max_elapsed_s=60,
+        backoff=Backoff(initial_s=0.05, max_s=0.1, jitter_s=0.05),
+    )
     loop = _loop(kafka_settings, producer, topic, handle, retry=patient, stuck_after_s=0.5)
     loop.start()
     try:

@@ -9,11 +9,15 @@ in one shape: what was being done, why it failed, which retry, how long until.
 - :func:`keep_running` runs a step for ever (a worker's loop): each step that
   returns has made progress, so the next failure waits the shortest time
   again, while a step that keeps failing waits longer and longer.
+- :meth:`Backoff.delay_s` gives the same waits to a loop that must decide
+  itself what to do between attempts (the consumer loop parks a record
+  after its bound).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -38,6 +42,14 @@ class Backoff:
     initial_s: float = 0.5
     max_s: float = 10.0
     jitter_s: float = 0.5
+
+    def delay_s(self, attempt: int) -> float:
+        """The wait after failed attempt ``attempt`` (from 1), computed as
+        :func:`retry` waits, for loops that decide for themselves what
+        happens between attempts (park a record, pause for a dependency)."""
+        exponential = self.initial_s * 2.0 ** min(attempt - 1, 64)
+        jitter = random.uniform(0, self.jitter_s)  # noqa: S311 - spreading, not security
+        return min(self.max_s, exponential + jitter)
 
 
 DEFAULT_BACKOFF = Backoff()

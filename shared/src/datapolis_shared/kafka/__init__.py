@@ -21,7 +21,6 @@ from datapolis_shared.kafka.consumer import (
     Handler,
     Park,
     RetryPolicy,
-    retry_delay,
 )
 from datapolis_shared.kafka.deadletters import DEAD_LETTERS, dead_letter_record
 from datapolis_shared.kafka.options import client_options
@@ -48,6 +47,5 @@ __all__ = [
     "converge_topics",
     "dead_letter_record",
     "ensure_topics",
-    "retry_delay",
     "topic_config_update",
 ]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from datapolis_shared.kafka.options import client_options, describe
 from datapolis_shared.kafka.producer import Producer
 from datapolis_shared.logs import event_id_var
 from datapolis_shared.metrics import ServiceMetrics
+from datapolis_shared.retry import Backoff, keep_running
 from datapolis_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -65,16 +65,19 @@ Dependency = Callable[[], Awaitable[None]]
 CONSUMED_OUTCOMES = ("processed", "dead_lettered", "parked")
 
 
+# Between attempts at one record: short, since the bound is what parks it.
+RECORD_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter_s=0.2)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long one record's transient failures are retried before it is
     parked: at most ``max_attempts`` attempts and ``max_elapsed_s`` seconds,
-    whichever comes first, waiting :func:`retry_delay` between attempts."""
+    whichever comes first, waiting ``backoff`` between attempts."""
 
     max_attempts: int = 10
     max_elapsed_s: float = 60.0
-    first_delay_s: float = 0.2
-    max_delay_s: float = 5.0
+    backoff: Backoff = RECORD_BACKOFF
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings) -> RetryPolicy:
@@ -85,14 +88,6 @@ class RetryPolicy:
 
     def exhausted(self, attempts: int, elapsed_s: float) -> bool:
         return attempts >= self.max_attempts or elapsed_s >= self.max_elapsed_s
-
-
-def retry_delay(policy: RetryPolicy, attempt: int) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (from 1):
-    exponential backoff capped at ``max_delay_s``, the upper half jittered so
-    that replicas do not retry in step. The loop's only backoff arithmetic."""
-    ceiling = min(policy.max_delay_s, policy.first_delay_s * 2.0 ** (attempt - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not security
 
 
 @dataclass
@@ -229,45 +224,45 @@ class ConsumerLoop:
         return None
 
     async def _run_forever(self) -> None:
-        backoff = 0.5
-        while True:
-            consumer = AIOKafkaConsumer(
-                **client_options(self._settings),
-                group_id=self._group_id,
-                client_id=f"{self._group_id}-{self.name}",
-                enable_auto_commit=False,
-                auto_offset_reset=self._auto_offset_reset,
-                isolation_level="read_committed",
-                metadata_max_age_ms=5_000,
-            )
-            self._assignment = _Assignment()
-            if self._pattern is not None:
-                consumer.subscribe(pattern=self._pattern, listener=self._assignment)
-            else:
-                consumer.subscribe(topics=self._topics, listener=self._assignment)
+        await keep_running(
+            self._consume_until_failure,
+            doing=f"consumer {self.name} (Kafka at {describe(self._settings)})",
+            backoff=Backoff(initial_s=0.5, max_s=10.0),
+        )
+
+    async def _consume_until_failure(self) -> None:
+        """One consumer's life: join the group and consume until something
+        fails; the caller starts a new one after a backoff."""
+        consumer = AIOKafkaConsumer(
+            **client_options(self._settings),
+            group_id=self._group_id,
+            client_id=f"{self._group_id}-{self.name}",
+            enable_auto_commit=False,
+            auto_offset_reset=self._auto_offset_reset,
+            isolation_level="read_committed",
+            metadata_max_age_ms=5_000,
+        )
+        self._assignment = _Assignment()
+        if self._pattern is not None:
+            consumer.subscribe(pattern=self._pattern, listener=self._assignment)
+        else:
+            consumer.subscribe(topics=self._topics, listener=self._assignment)
+        try:
             try:
-                try:
-                    await consumer.start()
-                except KafkaError as exc:
-                    self._connect_error = repr(exc)
-                    raise
-                self._connect_error = None
-                backoff = 0.5
-                await self._consume(consumer)
-            except asyncio.CancelledError:
+                await consumer.start()
+            except KafkaError as exc:
+                self._connect_error = repr(exc)
                 raise
-            except Exception:
-                log.exception(
-                    "consumer %s failed (Kafka at %s); restarting in %.1fs",
-                    self.name,
-                    describe(self._settings),
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
+            self._connect_error = None
+            await self._consume(consumer)
+        except Exception as exc:
+            if not isinstance(exc, KafkaError | Unavailable):
+                # Not the broker being away: a bug worth its traceback.
+                log.exception("consumer %s failed", self.name)
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -341,7 +336,7 @@ class ConsumerLoop:
                     if await self._settle(state, records, reason, bad_records=False):
                         return
                     continue
-                delay = retry_delay(self._retry_policy, state.attempts)
+                delay = self._retry_policy.backoff.delay_s(state.attempts)
                 log.warning(
                     "consumer %s: transient failure at %s (attempt %d), retrying in %.1fs: %s",
                     self.name,
@@ -410,7 +405,7 @@ class ConsumerLoop:
         since = time.monotonic()
         current: str | None = problem
         while current is not None:
-            await asyncio.sleep(self._retry_policy.max_delay_s)
+            await asyncio.sleep(self._retry_policy.backoff.max_s)
             current = await self._dependency_problem()
             if current is not None:
                 state.paused_by = current

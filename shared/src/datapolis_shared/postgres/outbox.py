@@ -54,6 +54,7 @@ from datapolis_shared.events.base import Event
 from datapolis_shared.events.cloudevents import to_structured
 from datapolis_shared.kafka import OutgoingRecord, Producer
 from datapolis_shared.postgres.pool import Connection, Pool, PooledConnection
+from datapolis_shared.retry import Backoff, keep_running
 
 if TYPE_CHECKING:
     from datapolis_shared.metrics import ServiceMetrics
@@ -118,11 +119,6 @@ async def enqueue(conn: Connection, event: Event, *, id: str | None = None) -> s
     # Wakes the relay at commit time (NOTIFY is transactional).
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     return envelope.id
-
-
-def retry_delay_s(failures: int) -> float:
-    """How long to wait after ``failures`` failed cycles in a row."""
-    return float(min(0.5 * 2 ** max(failures - 1, 0), 10.0))
 
 
 class OutboxRelay:
@@ -218,30 +214,23 @@ class OutboxRelay:
         self._wake.set()
 
     async def _run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    if await conn.fetchval(TRY_LEAD):
-                        await self._lead(conn)
-                    else:
-                        # Standing by: still report the backlog, so an alert
-                        # fires even when the leader cannot.
-                        await self._report_backlog(conn)
-                        self._last_cycle = time.monotonic()
-                failures = 0
-                await asyncio.sleep(self._poll_interval_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Kafka or PostgreSQL is down: nothing is lost, rows stay
-                # unpublished; retry quietly with backoff. Leadership was given
-                # up with the connection (released or closed).
-                failures += 1
-                delay = retry_delay_s(failures)
-                log.warning("outbox relay: %r; retrying in %.1fs", exc, delay)
-                self._last_cycle = time.monotonic()
-                await asyncio.sleep(delay)
+        # Kafka or PostgreSQL down: nothing is lost, rows stay unpublished and
+        # the cycle is retried with backoff. Leadership was given up with the
+        # connection (released or closed).
+        await keep_running(self._cycle, doing="outbox relay", backoff=Backoff(0.5, 10.0))
+
+    async def _cycle(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                if await conn.fetchval(TRY_LEAD):
+                    await self._lead(conn)
+                else:
+                    # Standing by: still report the backlog, so an alert
+                    # fires even when the leader cannot.
+                    await self._report_backlog(conn)
+        finally:
+            self._last_cycle = time.monotonic()
+        await asyncio.sleep(self._poll_interval_s)
 
     async def _lead(self, conn: PooledConnection) -> None:
         """Publish until cancelled or until the connection fails. Whatever
