@@ -33,6 +33,7 @@ PUBLIC = {
     ("/readyz", "get"),
     ("/datasets/{slug}/schemas/{version}", "get"),
     ("/catalog.jsonld", "get"),
+    ("/catalog/datasets/{slug}", "get"),
     ("/asyncapi.json", "get"),
 }
 

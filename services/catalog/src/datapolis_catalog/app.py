@@ -17,7 +17,7 @@ from datapolis_catalog.api.problems import UNSTORABLE_VALUE
 from datapolis_catalog.datasets import Links
 from datapolis_catalog.provisioning import Provisioner
 from datapolis_catalog.settings import CatalogSettings
-from datapolis_shared.auth import ApiKeyStore
+from datapolis_shared.auth import ApiKeyStore, FailedAuthThrottle
 from datapolis_shared.http import problems
 from datapolis_shared.http.app import create_service_app
 from datapolis_shared.runtime import Runtime
@@ -30,11 +30,13 @@ async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
     """PostgreSQL refused a value of the request (a NUL character in a text, a
     \\u0000 escape in a JSON Schema): the input is bad, so a 422, not a 500."""
     assert isinstance(exc, asyncpg.exceptions.DataError)
+    # PostgreSQL's own words (encodings, byte values) are for the log only.
     log.warning("refused a value PostgreSQL cannot store: %s", exc)
     return problems.problem(
         422,
         UNSTORABLE_VALUE.code,
-        f"the request holds a value that cannot be stored: {exc}",
+        "the request holds a value that cannot be stored, such as a NUL character "
+        "(\\u0000) in a text",
         instance=request.url.path,
     )
 
@@ -54,6 +56,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             runtime.pool,
             operator_key=catalog_settings.operator_key.get_secret_value(),
             cache_ttl_s=catalog_settings.key_cache_ttl_s,
+            throttle=FailedAuthThrottle(catalog_settings.auth),
         )
         provisioner = Provisioner(
             runtime.pool,

@@ -516,8 +516,8 @@ async def _locked_dataset(conn: Connection, slug: str) -> Any:
 # -- use cases -----------------------------------------------------------------
 
 
-async def get_dataset(pool: Pool, slug: str) -> Dataset:
-    row = await pool.fetchrow(SELECT_DATASET, slug)
+async def get_dataset(db: Connection | Pool, slug: str) -> Dataset:
+    row = await db.fetchrow(SELECT_DATASET, slug)
     if row is None:
         raise NotFound(f"no dataset {slug!r}", code="dataset-not-found")
     return dataset_from_row(row)
@@ -660,7 +660,9 @@ async def update_dataset(
                 raise InvalidInput(f"{required} cannot be removed", code="field-required")
         changes = {k: v for k, v in requested.items() if current[k] != v}
         if not changes:
-            return await get_dataset(pool, slug)
+            # On this connection: a second one from the pool, taken while this
+            # one is held, would exhaust the pool under load.
+            return await get_dataset(conn, slug)
         merged = {**current, **changes}
         if row["access_level"] == "open" and merged["licence"] not in OPEN_LICENCES:
             raise InvalidInput(
@@ -708,8 +710,8 @@ async def retire_dataset(pool: Pool, caller: Principal, slug: str) -> Dataset:
     return await get_dataset(pool, slug)
 
 
-async def get_schema_version(pool: Pool, slug: str, version: int) -> SchemaVersion:
-    row = await pool.fetchrow(SELECT_SCHEMA_VERSION, slug, version)
+async def get_schema_version(db: Connection | Pool, slug: str, version: int) -> SchemaVersion:
+    row = await db.fetchrow(SELECT_SCHEMA_VERSION, slug, version)
     if row is None:
         raise NotFound(f"dataset {slug!r} has no schema version {version}", code="schema-not-found")
     return _schema_version(row)
@@ -742,7 +744,7 @@ async def add_schema_version(
             await conn.fetchval(SELECT_CURRENT_SCHEMA, row["dataset_id"], row["schema_version"])
         )
         if _canonical(previous) == _canonical(command.json_schema) and not command.major:
-            current = await get_schema_version(pool, slug, row["schema_version"])
+            current = await get_schema_version(conn, slug, row["schema_version"])
             return SchemaVersionResult(**current.model_dump(), created=False)
         changes = backward_incompatibilities(
             previous,

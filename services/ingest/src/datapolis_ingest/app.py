@@ -73,6 +73,7 @@ async def start_registry(
         topics=[CATALOG_EVENTS],
         handler=handle,
         producer=runtime.require_producer(),
+        dependencies=[runtime.ping_postgres],
     )
     runtime.consumers.append(loop)
     loop.start()

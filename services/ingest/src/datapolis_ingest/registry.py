@@ -37,6 +37,7 @@ from datapolis_shared.events.catalog import (
 from datapolis_shared.events.cloudevents import from_structured
 from datapolis_shared.postgres import inbox
 from datapolis_shared.postgres.pool import Connection, Pool, PooledConnection
+from datapolis_shared.retry import Backoff, keep_running
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class DatasetRegistry:
         self._changes: asyncio.Queue[str | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._not_listening: str | None = "not started"
+        self._listener: PooledConnection | None = None
         self.listener_pid: int | None = None
         self.loaded = False
 
@@ -277,45 +279,45 @@ class DatasetRegistry:
         return listener
 
     async def _follow(self, listener: PooledConnection | None) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                if listener is None:
-                    listener = await self._listen()
-                    log.info("dataset registry listening again")
-                backoff = 0.5
-                await self._apply_changes(listener)
-            except asyncio.CancelledError:
-                if listener is not None:
-                    await self._release(listener)
-                raise
-            except Exception as exc:
-                self._not_listening = f"not listening for dataset changes: {exc!r}"
-                log.warning(
-                    "dataset registry: %s; the datasets in memory may be stale until it "
-                    "listens again (retry in %.1fs)",
-                    self._not_listening,
-                    backoff,
-                )
-                if listener is not None:
-                    await self._release(listener)
-                    listener = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        self._listener = listener
+        try:
+            await keep_running(
+                self._apply_next_change,
+                doing="dataset registry: following dataset changes (until it listens "
+                "again the datasets in memory may be stale)",
+                backoff=Backoff(initial_s=0.5, max_s=10.0),
+            )
+        finally:
+            if self._listener is not None:
+                await self._release(self._listener)
+                self._listener = None
 
-    async def _apply_changes(self, listener: PooledConnection) -> None:
-        """Reload each announced dataset until the connection fails."""
-        while True:
-            try:
-                async with asyncio.timeout(self._check_interval_s):
-                    dataset_id = await self._changes.get()
-            except TimeoutError:
-                # A connection whose peer vanished stays silent: ask it.
-                await listener.fetchval("SELECT 1", timeout=self._check_interval_s)
-                continue
-            if dataset_id is None:
-                raise ConnectionError("the LISTEN connection closed")
-            await self.reload(dataset_id)
+    async def _apply_next_change(self) -> None:
+        """Listen again if the connection was lost, then reload the next
+        announced dataset (or check the connection after a quiet interval)."""
+        try:
+            if self._listener is None:
+                self._listener = await self._listen()
+                log.info("dataset registry listening again")
+            await self._apply_change(self._listener)
+        except Exception:
+            self._not_listening = "not listening for dataset changes (see the service's log)"
+            if self._listener is not None:
+                await self._release(self._listener)
+                self._listener = None
+            raise
+
+    async def _apply_change(self, listener: PooledConnection) -> None:
+        try:
+            async with asyncio.timeout(self._check_interval_s):
+                dataset_id = await self._changes.get()
+        except TimeoutError:
+            # A connection whose peer vanished stays silent: ask it.
+            await listener.fetchval("SELECT 1", timeout=self._check_interval_s)
+            return
+        if dataset_id is None:
+            raise ConnectionError("the LISTEN connection closed")
+        await self.reload(dataset_id)
 
     def _on_change(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self._changes.put_nowait(str(payload))

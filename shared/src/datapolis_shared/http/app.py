@@ -11,10 +11,15 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.middleware import Middleware
 
 from datapolis_shared.auth import Principal
 from datapolis_shared.http import problems
-from datapolis_shared.http.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from datapolis_shared.http.middleware import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    UnhandledErrorMiddleware,
+)
 from datapolis_shared.http.openapi import (
     NOT_READY,
     ProblemCode,
@@ -75,6 +80,8 @@ async def readyz(request: Request) -> Response:
 @operations.get("/metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request) -> Response:
     runtime = await get_runtime(request)
+    # datapolis_ready as of this scrape, whether or not anything probed /readyz.
+    await runtime.readiness()
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -84,11 +91,14 @@ def build_app(
     description: str = "",
     version: str = "0.1.0",
     lifespans: Sequence[LifespanHook] = (),
+    middleware: Sequence[Middleware] = (),
     documented: bool = True,
     input_codes: Sequence[ProblemCode] = (),
 ) -> FastAPI:
     """The app every HTTP server of the project runs: problem+json errors, the
-    probes, the completed OpenAPI document, and ``lifespans`` around its life."""
+    probes, the completed OpenAPI document, and ``lifespans`` around its life.
+    Every request passes the request id and the unhandled-error middleware
+    first (so a 500 carries the id), then ``middleware``, outermost first."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,14 +107,26 @@ def build_app(
                 await stack.enter_async_context(hook(app))
             yield
 
+    stack = [Middleware(RequestIdMiddleware), Middleware(UnhandledErrorMiddleware), *middleware]
     if documented:
-        app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+        app = FastAPI(
+            title=title,
+            description=description,
+            version=version,
+            lifespan=lifespan,
+            middleware=stack,
+        )
         install_openapi(
             app, authenticate=authenticate, probe_paths=PROBE_PATHS, input_codes=input_codes
         )
     else:
         app = FastAPI(
-            title=title, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+            title=title,
+            lifespan=lifespan,
+            middleware=stack,
+            openapi_url=None,
+            docs_url=None,
+            redoc_url=None,
         )
     problems.install(app)
     app.include_router(operations)
@@ -146,13 +168,13 @@ def create_service_app(
         description=description,
         version=version,
         lifespans=[runtime_lifespan, *lifespans],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes),
+        ],
         input_codes=input_codes,
     )
     app.state.settings = settings
-    # Outermost first: request id, then metrics, then the body limit.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
 
     for router in routers:
         app.include_router(router)
@@ -179,7 +201,8 @@ def _bearer(request: Request) -> str | None:
 
 async def authenticate(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller, from ``Authorization: Bearer <key>`` or ``X-API-Key``."""
-    return await runtime.require_keys().resolve(_bearer(request))
+    client = request.client.host if request.client else None
+    return await runtime.require_keys().resolve(_bearer(request), client=client)
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

@@ -30,6 +30,7 @@ _STATUS: list[tuple[type[errors.DatapolisError], int]] = [
     (errors.Forbidden, 403),
     (errors.TooLarge, 413),
     (errors.Overloaded, 429),
+    (errors.Throttled, 429),
     (errors.Unavailable, 503),
 ]
 
@@ -98,16 +99,39 @@ def status_for(exc: errors.DatapolisError) -> int:
     return 500
 
 
+def _log_cause(exc: errors.DatapolisError) -> None:
+    """The driver error behind a domain error goes to the log (with the request
+    id, so a caller's report finds it), not to the caller. No traceback: the
+    cause's own words say what failed."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, errors.DatapolisError):
+        return
+    log.warning("answered %s: %s (cause: %r)", exc.code, errors.public_message(exc), cause)
+
+
 def from_domain_error(exc: errors.DatapolisError, instance: str | None = None) -> JSONResponse:
     status = status_for(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, errors.Unavailable | errors.Overloaded):
+    if isinstance(exc, errors.Unavailable | errors.Overloaded | errors.Throttled):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="datapolis"'
     if status == 500:
         log.error("unmapped domain error %s: %s", type(exc).__name__, exc.message)
-    return problem(status, exc.code, exc.message, instance=instance, headers=headers, **exc.extra)
+    _log_cause(exc)
+    return problem(
+        status,
+        exc.code,
+        errors.public_message(exc),
+        instance=instance,
+        headers=headers,
+        **exc.extra,
+    )
+
+
+def internal_error(instance: str | None = None) -> JSONResponse:
+    """The answer to a bug: no detail of it, only the request id to find it in the log."""
+    return problem(500, "internal-error", "an unexpected error occurred", instance=instance)
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -159,13 +183,10 @@ def install(app: FastAPI) -> None:
             headers=headers,
         )
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(
-            500, "internal-error", "an unexpected error occurred", instance=request.url.path
-        )
-
     app.add_exception_handler(errors.DatapolisError, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    # Any other exception is answered by ``middleware.UnhandledErrorMiddleware``:
+    # an ``Exception`` handler here would run in Starlette's outermost
+    # middleware, outside the request id, and Starlette re-raises after it, so
+    # the server would log the same traceback a second time.

@@ -17,7 +17,10 @@ from datapolis_shared.kafka.consumer import (
     TRANSIENT_ERRORS,
     BatchHandler,
     ConsumerLoop,
+    Dependency,
     Handler,
+    Park,
+    RetryPolicy,
 )
 from datapolis_shared.kafka.deadletters import DEAD_LETTERS, dead_letter_record
 from datapolis_shared.kafka.options import client_options
@@ -30,9 +33,12 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "BatchHandler",
     "ConsumerLoop",
+    "Dependency",
     "Handler",
     "OutgoingRecord",
+    "Park",
     "Producer",
+    "RetryPolicy",
     "TopicChanges",
     "TopicSpec",
     "admin_client",

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from datapolis_catalog import datasets, discovery
 from datapolis_catalog.api import problems as p
-from datapolis_catalog.api.deps import CatalogDep
+from datapolis_catalog.api.deps import CatalogDep, Slug
 from datapolis_catalog.datasets import (
     Dataset,
     DatasetDetail,
@@ -24,8 +24,6 @@ from datapolis_catalog.datasets import (
 from datapolis_catalog.discovery import DatasetQuery
 from datapolis_shared.http.app import Caller
 from datapolis_shared.http.openapi import MISSING_SCOPE, problem_responses
-
-Slug = Annotated[str, Path(description="the dataset's slug", examples=["energy-meters"])]
 
 PUBLISHER_ONLY = (MISSING_SCOPE, p.NOT_PUBLISHER, p.DATASET_NOT_FOUND)
 
