@@ -280,6 +280,7 @@ class NewSchemaVersion(BaseModel):
     json_schema: dict[str, Any]
     major: bool = Field(
         default=False,
+        strict=True,  # 0 or "yes" is a mistake here, not a decision about topics
         description="Declare a breaking change: a new major version on its own topic.",
     )
 
