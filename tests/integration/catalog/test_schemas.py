@@ -140,3 +140,20 @@ async def test_schema_evolution(catalog: CatalogApp) -> None:
         (3, 2, f"data.{slug}.v2"),
     ]
     assert added_events[2]["json_schema"] == v3
+
+
+async def test_major_must_be_a_boolean_not_a_number(catalog: CatalogApp) -> None:
+    # The document says boolean; 0 or 1 taken for false or true would let a
+    # typo decide whether a new topic is made.
+    org = await catalog.organisation()
+    slug = unique_slug("meters")
+    await catalog.dataset(org, slug=slug)
+    url = f"/datasets/{slug}/schemas"
+    v2 = _evolved(voltage={"type": "number"})
+    for major in (0, 1, "true"):
+        refused = await catalog.client.post(
+            url, json={"json_schema": v2, "major": major}, headers=org.publisher
+        )
+        problem(refused, 422, "validation-failed")
+    versions = await catalog.client.get(url, headers=org.publisher)
+    assert [v["version"] for v in versions.json()] == [1]

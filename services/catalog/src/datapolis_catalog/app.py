@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 import datapolis_catalog
 from datapolis_catalog.api import datasets, exports, organisations
 from datapolis_catalog.api.deps import Catalog
+from datapolis_catalog.api.problems import UNSTORABLE_VALUE
 from datapolis_catalog.datasets import Links
 from datapolis_catalog.provisioning import Provisioner
 from datapolis_catalog.settings import CatalogSettings
@@ -33,7 +34,7 @@ async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
     log.warning("refused a value PostgreSQL cannot store: %s", exc)
     return problems.problem(
         422,
-        "unstorable-value",
+        UNSTORABLE_VALUE.code,
         "the request holds a value that cannot be stored, such as a NUL character "
         "(\\u0000) in a text",
         instance=request.url.path,
@@ -84,21 +85,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         routers=[organisations.router, datasets.router, exports.router],
         on_connected=on_connected,
         sync_keys=False,
+        lifespans=[_stop_provisioner],
+        input_codes=[UNSTORABLE_VALUE],
     )
     app.add_exception_handler(asyncpg.exceptions.DataError, _unstorable_value)
-    runtime_lifespan = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
-        async with runtime_lifespan(app_):
-            try:
-                yield
-            finally:
-                # Before the runtime closes the pool the reconciliation uses.
-                catalog: Catalog | None = getattr(app_.state, "catalog", None)
-                if catalog is not None:
-                    await catalog.provisioner.stop()
-                    app_.state.catalog = None
-
-    app.router.lifespan_context = lifespan
     return app
+
+
+@asynccontextmanager
+async def _stop_provisioner(app: FastAPI) -> AsyncIterator[None]:
+    # Left before the runtime closes the pool the reconciliation uses.
+    try:
+        yield
+    finally:
+        catalog: Catalog | None = getattr(app.state, "catalog", None)
+        if catalog is not None:
+            await catalog.provisioner.stop()
+            app.state.catalog = None

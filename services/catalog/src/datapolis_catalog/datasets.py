@@ -162,7 +162,39 @@ class DatasetMetadata(BaseModel):
         return _normalise_keywords(value)
 
 
+_METER_SCHEMA_EXAMPLE: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "meter_id": {"type": "string"},
+        "kwh": {"type": "number", "minimum": 0},
+        "measured_at": {"type": "string", "format": "date-time"},
+    },
+    "required": ["meter_id", "kwh", "measured_at"],
+}
+
+
 class NewDataset(DatasetMetadata):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "slug": "energy-meters",
+                    "title": "Consommation électrique des ménages",
+                    "description": "Relevés horaires des compteurs communicants.",
+                    "theme": "energy",
+                    "keywords": ["compteurs"],
+                    "licence": "odbl-1.0",
+                    "access_level": "open",
+                    "key_field": "meter_id",
+                    "update_frequency": "hourly",
+                    "spatial_coverage": "Métropole de Lyon",
+                    "json_schema": _METER_SCHEMA_EXAMPLE,
+                }
+            ]
+        }
+    )
+
     slug: str = Field(pattern=SLUG_PATTERN, description="Lower-case name used in topic names.")
     access_level: AccessLevel
     publisher_id: str | None = Field(
@@ -183,7 +215,12 @@ class DatasetPatch(BaseModel):
     """PATCH body: only the fields given change. The access level, key and
     subject fields are fixed at registration; partitions may only grow."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"description": "Relevés horaires, corrigés.", "retention_days": 14}]
+        },
+    )
 
     title: str | None = Field(default=None, min_length=3, max_length=300)
     description: str | None = Field(default=None, max_length=20_000)
@@ -223,11 +260,27 @@ class DatasetPatch(BaseModel):
 
 
 class NewSchemaVersion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "json_schema": {
+                        **_METER_SCHEMA_EXAMPLE,
+                        "properties": {
+                            **_METER_SCHEMA_EXAMPLE["properties"],
+                            "tariff": {"type": "string"},
+                        },
+                    }
+                }
+            ]
+        },
+    )
 
     json_schema: dict[str, Any]
     major: bool = Field(
         default=False,
+        strict=True,  # 0 or "yes" is a mistake here, not a decision about topics
         description="Declare a breaking change: a new major version on its own topic.",
     )
 

@@ -60,7 +60,18 @@ WHERE key_id = $1 AND org_id = $2 FOR UPDATE
 
 
 class NewOrganisation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Métropole de Lyon",
+                    "kind": "public-authority",
+                    "contact_email": "data@example.org",
+                }
+            ]
+        },
+    )
 
     name: str = Field(min_length=2, max_length=200)
     kind: OrganisationKind
@@ -94,7 +105,12 @@ class PublisherProfile:
 
 
 class NewApiKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"scopes": ["publish", "ingest", "read"], "label": "meters"}]
+        },
+    )
 
     scopes: list[str] = Field(min_length=1, max_length=len(SCOPES))
     label: str | None = Field(default=None, max_length=200)

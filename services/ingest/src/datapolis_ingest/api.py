@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from datapolis_ingest.ingestion import BodyFormat, Ingestor
 from datapolis_shared.errors import Unavailable
 from datapolis_shared.http.app import Caller
+from datapolis_shared.http.openapi import (
+    MISSING_SCOPE,
+    OVERLOADED,
+    PAYLOAD_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    ProblemCode,
+    problem_responses,
+)
 
 router = APIRouter(tags=["ingest"])
 
@@ -20,16 +29,68 @@ _FORMATS: dict[str, BodyFormat] = {
     "application/jsonl": "ndjson",
 }
 
-_RECORDS_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "items": {"type": "object", "description": "a record of the dataset's current schema"},
+Slug = Annotated[str, Path(description="the dataset's slug", examples=["energy-meters"])]
+
+# Problem codes this API answers besides the shared ones.
+NOT_DATASET_PUBLISHER = ProblemCode(
+    "not-dataset-publisher", 403, "only the dataset's publisher may push its records"
+)
+DATASET_NOT_FOUND = ProblemCode("dataset-not-found", 404, "ingest knows no dataset by this slug")
+DATASET_RETIRED = ProblemCode("dataset-retired", 409, "the dataset is retired")
+DATASET_WITHOUT_SCHEMA = ProblemCode(
+    "dataset-without-schema", 409, "the dataset has no schema version yet"
+)
+SCHEMA_UNUSABLE = ProblemCode("schema-unusable", 409, "ingest cannot compile the dataset's schema")
+IDEMPOTENCY_KEY_IN_PROGRESS = ProblemCode(
+    "idempotency-key-in-progress", 409, "a request with this Idempotency-Key is still running"
+)
+TOO_MANY_RECORDS = ProblemCode(
+    "too-many-records",
+    413,
+    "the batch holds more records than `INGEST_MAX_BATCH_RECORDS` (5000 by default)",
+    (("max_records", 5000),),
+)
+MALFORMED_JSON = ProblemCode(
+    "malformed-json",
+    422,
+    "the JSON body does not parse; `line`, `column` and `position` say where",
+    (("line", 1), ("column", 14), ("position", 13)),
+)
+NOT_A_BATCH = ProblemCode("not-a-batch", 422, "the JSON body is neither an array nor an object")
+EMPTY_BATCH = ProblemCode("empty-batch", 422, "the batch holds no records")
+INVALID_IDEMPOTENCY_KEY = ProblemCode(
+    "invalid-idempotency-key", 422, "the Idempotency-Key is empty, too long or not printable"
+)
+IDEMPOTENCY_KEY_REUSED = ProblemCode(
+    "idempotency-key-reused", 422, "this Idempotency-Key came with another body"
+)
+
+# Whatever a JSON body holds is parsed; each item that is not an object of the
+# dataset's schema is rejected on its own (listed in `rejected`, sent to the
+# dead letters) while the others go on, so the document must not promise
+# objects only: a client would believe a mixed batch is refused whole.
+_RECORD_SCHEMA: dict[str, Any] = {
+    "description": "a record: a JSON object of the dataset's current schema. Any other "
+    "value is accepted in the batch and rejected on its own, listed in `rejected`.",
+}
+_BODY_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "array", "items": _RECORD_SCHEMA, "minItems": 1},
+        {"type": "object", "description": "a single record: a batch of one"},
+    ],
 }
 _OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "A JSON array of records, or NDJSON (one record per line).",
+        "description": "A JSON array of records (or a single record), or NDJSON (one record "
+        "per line; a line that is not JSON is rejected on its own).",
         "content": {
-            "application/json": {"schema": _RECORDS_SCHEMA},
+            "application/json": {
+                "schema": _BODY_SCHEMA,
+                "example": [
+                    {"meter_id": "m-17", "kwh": 1.25, "measured_at": "2026-03-01T10:00:00Z"}
+                ],
+            },
             "application/x-ndjson": {"schema": {"type": "string"}},
         },
     },
@@ -43,9 +104,37 @@ _OPENAPI: dict[str, Any] = {
         }
     ],
 }
-_ANSWER = {
+
+
+class RejectionError(BaseModel):
+    path: str = Field(description="JSON Pointer into the record")
+    message: str
+
+
+class Rejection(BaseModel):
+    index: int = Field(description="the record's position in the batch, from 0")
+    errors: list[RejectionError]
+    line: int | None = Field(default=None, description="NDJSON: the record's line")
+
+
+class IngestAnswer(BaseModel):
+    dataset: str
+    schema_version: int
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+_ANSWER: dict[str, Any] = {
+    "model": IngestAnswer,
     "description": "Every record accounted for: accepted (acknowledged by Kafka with "
     "acks=all), rejected (in the dead letters, with reasons) or a duplicate.",
+    "headers": {
+        "Idempotent-Replayed": {
+            "description": "`true` when this answer replays an earlier request's",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    },
     "content": {
         "application/json": {
             "example": {
@@ -85,9 +174,30 @@ def get_ingestor(request: Request) -> Ingestor:
     "/datasets/{slug}/records",
     summary="Push a batch of records to a dataset",
     openapi_extra=_OPENAPI,
-    responses={200: _ANSWER},
+    response_model=IngestAnswer,
+    responses={
+        200: _ANSWER,
+        **problem_responses(
+            MISSING_SCOPE,
+            NOT_DATASET_PUBLISHER,
+            DATASET_NOT_FOUND,
+            DATASET_RETIRED,
+            DATASET_WITHOUT_SCHEMA,
+            SCHEMA_UNUSABLE,
+            IDEMPOTENCY_KEY_IN_PROGRESS,
+            PAYLOAD_TOO_LARGE,
+            TOO_MANY_RECORDS,
+            UNSUPPORTED_MEDIA_TYPE,
+            MALFORMED_JSON,
+            NOT_A_BATCH,
+            EMPTY_BATCH,
+            INVALID_IDEMPOTENCY_KEY,
+            IDEMPOTENCY_KEY_REUSED,
+            OVERLOADED,
+        ),
+    },
 )
-async def push_records(slug: str, request: Request, caller: Caller) -> Response:
+async def push_records(slug: Slug, request: Request, caller: Caller) -> Response:
     fmt = body_format(request.headers.get("content-type"))
     ingestor = get_ingestor(request)
     answer = await ingestor.ingest(

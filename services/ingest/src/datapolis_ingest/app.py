@@ -121,6 +121,21 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             windows=DedupWindows(window_s=config.dedup_window_s, max_ids=config.dedup_max_ids),
         )
 
+    @contextlib.asynccontextmanager
+    async def stop_ingestion(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # Before the runtime stops the producer: the last stats go out.
+            if purge is not None:
+                purge.cancel()
+            if stats is not None:
+                await stats.stop()
+            # Before the runtime closes the pool, which waits for the
+            # registry's LISTEN connection.
+            if registry is not None:
+                await registry.stop()
+
     app = create_service_app(
         config,
         title="datapolis ingest",
@@ -128,24 +143,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         routers=[router],
         on_connected=on_connected,
         sync_keys=True,
+        lifespans=[stop_ingestion],
     )
-    runtime_lifespan = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime_lifespan(app):
-            try:
-                yield
-            finally:
-                # Before the runtime stops the producer: the last stats go out.
-                if purge is not None:
-                    purge.cancel()
-                if stats is not None:
-                    await stats.stop()
-                # Before the runtime closes the pool, which waits for the
-                # registry's LISTEN connection.
-                if registry is not None:
-                    await registry.stop()
-
-    app.router.lifespan_context = lifespan
     return app

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from datapolis_shared import errors
 from datapolis_shared.logs import request_id_var
@@ -62,6 +63,10 @@ _HTTP_CODES = {
 }
 
 
+def title_for(status: int) -> str:
+    return _TITLES.get(status, "Error")
+
+
 def problem(
     status: int,
     code: str,
@@ -73,7 +78,7 @@ def problem(
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": TYPE_BASE + code,
-        "title": _TITLES.get(status, "Error"),
+        "title": title_for(status),
         "status": status,
         "detail": detail,
         "code": code,
@@ -129,6 +134,18 @@ def internal_error(instance: str | None = None) -> JSONResponse:
     return problem(500, "internal-error", "an unexpected error occurred", instance=instance)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers. Starlette's 405 names only the
+    methods of the first route whose path matched, so GET and POST on one path
+    (two routes) each claimed to be the only one."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.DatapolisError)
@@ -155,12 +172,15 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, f"http-{exc.status_code}")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return problem(
             exc.status_code,
             code,
             str(exc.detail),
             instance=request.url.path,
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     app.add_exception_handler(errors.DatapolisError, domain_error)

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from datapolis_catalog import datasets, discovery, organisations
-from datapolis_catalog.api.deps import BaseUrl, CatalogDep
+from datapolis_catalog.api.deps import BaseUrl, CatalogDep, Slug
+from datapolis_catalog.api.problems import DATASET_NOT_FOUND
 from datapolis_catalog.exports.asyncapi import build_asyncapi
 from datapolis_catalog.exports.dcat import build_catalog, build_dataset_document
 from datapolis_catalog.exports.landing import render_landing_page
+from datapolis_shared.http.openapi import problem_responses
 
 router = APIRouter(tags=["exports"])
 
@@ -80,11 +82,11 @@ async def dcat_catalog(catalog: CatalogDep, base: BaseUrl) -> JSONResponse:
     response_class=Response,
     responses={
         200: {"content": {JSON_LD: {}, "text/html": {}}},
-        404: {"description": "dataset-not-found"},
+        **problem_responses(DATASET_NOT_FOUND),
     },
 )
 async def dataset_page(
-    slug: str,
+    slug: Slug,
     catalog: CatalogDep,
     base: BaseUrl,
     accept: Annotated[str | None, Header()] = None,
