@@ -12,7 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from datapolis_shared.auth import Principal
 from datapolis_shared.http import problems
-from datapolis_shared.http.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from datapolis_shared.http.middleware import (
+    BodySizeLimitMiddleware,
+    HeaderSizeLimitMiddleware,
+    RequestIdMiddleware,
+)
 from datapolis_shared.logs import configure_logging
 from datapolis_shared.metrics import MetricsMiddleware, ServiceMetrics
 from datapolis_shared.runtime import Runtime
@@ -77,8 +81,9 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     app.state.settings = settings
     problems.install(app)
-    # Outermost first: request id, then metrics, then the body limit.
+    # Outermost first: request id, then metrics, then the head and body limits.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    app.add_middleware(HeaderSizeLimitMiddleware, max_bytes=settings.http.max_header_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
 

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from datapolis_shared.http import problems
 from datapolis_shared.http.app import operations
+from datapolis_shared.http.server import uvicorn_options
 from datapolis_shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class WorkerHttpServer:
         self.port = settings.port
         self._server = _Server(
             uvicorn.Config(
-                create_worker_app(runtime), log_config=None, access_log=False, lifespan="off"
+                create_worker_app(runtime), lifespan="off", **uvicorn_options(runtime.settings.http)
             )
         )
         self._task: asyncio.Task[None] | None = None
