@@ -214,3 +214,29 @@ async def test_a_schema_nested_deeper_than_the_limit_is_refused_with_its_code(
         headers=org.publisher,
     )
     problem(registered, 422, "schema-too-deep")
+
+
+async def test_bodies_that_are_not_strict_json_are_refused_not_crashed_on(
+    catalog: CatalogApp,
+) -> None:
+    org = await catalog.organisation()
+    slug = unique_slug("meters")
+    await catalog.dataset(org, slug=slug)
+    schema = (
+        b'{"json_schema": {"type": "object", "properties": {"meter_id": {"type": "string"}, '
+        b'"kwh": {"type": "number", "minimum": %s}}}}'
+    )
+    for number in (b"NaN", b"Infinity", b"1e400", b"1" + b"0" * 5000):
+        refused = await catalog.client.post(
+            f"/datasets/{slug}/schemas",
+            content=schema % number,
+            headers={**org.publisher, "content-type": "application/json"},
+        )
+        problem(refused, 422, "validation-failed")
+    surrogate = await catalog.client.post(
+        "/organisations",
+        content=b'{"name": "Lone \\ud800 surrogate", "kind": "company", '
+        b'"contact_email": "a@example.org"}',
+        headers={**org.admin, "content-type": "application/json"},
+    )
+    problem(surrogate, 422, "validation-failed")

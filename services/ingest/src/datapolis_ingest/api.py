@@ -10,8 +10,9 @@ from starlette.exceptions import HTTPException
 from datapolis_ingest.ingestion import BodyFormat, Ingestor
 from datapolis_shared.errors import Unavailable
 from datapolis_shared.http.app import Caller
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"], route_class=StrictJsonRoute)
 
 _FORMATS: dict[str, BodyFormat] = {
     "application/json": "json",

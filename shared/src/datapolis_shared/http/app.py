@@ -17,6 +17,7 @@ from datapolis_shared.http.middleware import (
     HeaderSizeLimitMiddleware,
     RequestIdMiddleware,
 )
+from datapolis_shared.http.strict_json import StrictJsonRoute
 from datapolis_shared.logs import configure_logging
 from datapolis_shared.metrics import MetricsMiddleware, ServiceMetrics
 from datapolis_shared.runtime import Runtime
@@ -26,7 +27,7 @@ OnConnected = Callable[[Runtime], Awaitable[None]]
 
 # Probes and metrics, served alike by every API and every stream worker (see
 # ``datapolis_shared.http.worker``): both keep their Runtime in app.state.
-operations = APIRouter(tags=["operations"])
+operations = APIRouter(tags=["operations"], route_class=StrictJsonRoute)
 
 
 @operations.get("/healthz", summary="Liveness: the process answers")

@@ -5,6 +5,7 @@ This is the one place where domain errors meet HTTP status codes.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -61,6 +62,19 @@ _HTTP_CODES = {
 }
 
 
+class ProblemResponse(JSONResponse):
+    """problem+json that always renders: a detail echoing the caller's input
+    may hold what UTF-8 cannot encode (a lone surrogate from a JSON escape),
+    which is replaced rather than turned into a server error."""
+
+    media_type = PROBLEM_CONTENT_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode("utf-8", errors="replace")
+
+
 def problem(
     status: int,
     code: str,
@@ -83,7 +97,7 @@ def problem(
     if request_id:
         body["request_id"] = request_id
     body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 def status_for(exc: errors.DatapolisError) -> int:

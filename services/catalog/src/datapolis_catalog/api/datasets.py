@@ -22,8 +22,9 @@ from datapolis_catalog.datasets import (
 )
 from datapolis_catalog.discovery import DatasetQuery
 from datapolis_shared.http.app import Caller
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
-router = APIRouter(prefix="/datasets")
+router = APIRouter(prefix="/datasets", route_class=StrictJsonRoute)
 
 
 class DatasetListing(BaseModel):

@@ -11,8 +11,9 @@ from datapolis_catalog import datasets, discovery
 from datapolis_catalog.api.deps import BaseUrl, CatalogDep
 from datapolis_catalog.exports.asyncapi import build_asyncapi
 from datapolis_catalog.exports.dcat import build_catalog
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["exports"])
+router = APIRouter(tags=["exports"], route_class=StrictJsonRoute)
 
 
 @router.get(

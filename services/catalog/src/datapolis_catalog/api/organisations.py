@@ -14,8 +14,9 @@ from datapolis_catalog.organisations import (
     Organisation,
 )
 from datapolis_shared.http.app import Caller
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
-router = APIRouter(prefix="/organisations", tags=["organisations"])
+router = APIRouter(prefix="/organisations", tags=["organisations"], route_class=StrictJsonRoute)
 
 
 @router.post(
