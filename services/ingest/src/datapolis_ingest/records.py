@@ -338,14 +338,17 @@ def _dead_letter(
     """One dead letter. It never fails on what the record holds: a payload
     that cannot be serialized as it is is stored clipped, then as text."""
 
-    def event(payload: Any) -> RecordRejected:
+    def event(payload: Any, clean: bool = False) -> RecordRejected:
+        text = _valid_text if clean else str
         return RecordRejected(
             dataset_id=dataset.dataset_id,
             slug=dataset.slug,
             producer_org_id=producer_org_id,
             channel=channel,
             payload=payload,
-            errors=[RecordError(path=e.path, message=e.message) for e in rejection.errors],
+            errors=[
+                RecordError(path=text(e.path), message=text(e.message)) for e in rejection.errors
+            ],
             rejected_at=now,
             schema_version=dataset.schema_version,
             source_topic=rejection.source_topic,
@@ -366,9 +369,14 @@ def _dead_letter(
     try:
         value, headers = to_structured(rejected.to_cloudevent(id=stable_id))
     except (ValueError, TypeError, RecursionError):
-        rejected = event(_as_text(rejection.payload))
+        rejected = event(_as_text(rejection.payload), clean=True)
         value, headers = to_structured(rejected.to_cloudevent(id=stable_id))
     return OutgoingRecord(rejected.topic, value, rejected.key().encode(), headers)
+
+
+def _valid_text(text: str) -> str:
+    """``text`` without what UTF-8 cannot encode (lone surrogates)."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _bounded(payload: Any) -> Any:
