@@ -128,3 +128,16 @@ async def test_the_size_limit_is_the_lesser_and_survives_kafka_being_down() -> N
     assert await limits.for_topic("data.a") == 1_048_576
     limits._known["data.a"] = (0.0, 500_000)  # expired: read again, Kafka down
     assert await limits.for_topic("data.a") == 500_000
+
+
+@pytest.mark.parametrize("flat", [0, 1, 200])
+@pytest.mark.parametrize("depth", [MAX_RECORD_DEPTH - 1, MAX_RECORD_DEPTH, MAX_RECORD_DEPTH + 1])
+def test_a_batch_screen_never_misses_a_record_too_deep(flat: int, depth: int) -> None:
+    """The bracket count that spares the walk is a bound, never a guess."""
+    deep = b'{"x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    body = b"[" + b",".join([b'{"s": "[{[{"}'] * flat + [deep, b"1", b'"]]]"']) + b"]"
+
+    items = parse_json_batch(body)
+
+    refused = [type(item).__name__ for item in items if not isinstance(item, dict | int | str)]
+    assert refused == (["OverLimit"] if depth > MAX_RECORD_DEPTH else [])

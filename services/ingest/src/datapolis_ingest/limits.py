@@ -53,8 +53,17 @@ class OverLimit:
 _TOO_DEEP_MESSAGE = f"a record nests at most {MAX_RECORD_DEPTH} objects or arrays deep"
 
 
+def _openers(text: bytes) -> int:
+    """How many objects and arrays ``text`` opens, at most: each one starts
+    with a bracket, and brackets inside strings only make the count larger."""
+    return text.count(b"{") + text.count(b"[")
+
+
 def too_deep(item: Any, raw: bytes | None = None, line: int | None = None) -> OverLimit | None:
-    """An :class:`OverLimit` when ``item`` nests deeper than the limit."""
+    """An :class:`OverLimit` when ``item`` (parsed from ``raw``) nests deeper
+    than the limit."""
+    if raw is not None and _openers(raw) <= MAX_RECORD_DEPTH:
+        return None  # the common case, without walking the record
     if not exceeds_depth(item, MAX_RECORD_DEPTH):
         return None
     if raw is not None:
@@ -69,8 +78,20 @@ def too_deep_text(text: str, line: int | None = None) -> OverLimit:
     return OverLimit(RECORD_TOO_DEEP, _TOO_DEEP_MESSAGE, text, line)
 
 
-def screen_depth(items: list[Any], raws: Sequence[bytes | None] | None = None) -> list[Any]:
-    """``items`` with each record nested too deep replaced by its :class:`OverLimit`."""
+def screen_depth(
+    items: list[Any], raws: Sequence[bytes | None] | None = None, *, body: bytes | None = None
+) -> list[Any]:
+    """``items`` with each record nested too deep replaced by its :class:`OverLimit`.
+
+    ``body``, the JSON array ``items`` were parsed from, spares the walk over
+    the records when its brackets show none can be too deep: the array, and
+    each of its containers but the deepest one's, take at least one bracket
+    each, so no record nests deeper than the brackets minus the containers."""
+    if body is not None:
+        kinds = list(map(type, items))
+        containers = kinds.count(dict) + kinds.count(list)
+        if _openers(body) - containers <= MAX_RECORD_DEPTH:
+            return items
     for index, item in enumerate(items):
         kind = type(item)
         if kind is dict or kind is list:

@@ -112,9 +112,9 @@ def parse_json_batch(body: bytes) -> list[Any]:
             position=exc.pos,
         ) from exc
     if isinstance(parsed, list):
-        return screen_depth(parsed)
+        return screen_depth(parsed, body=body)
     if isinstance(parsed, dict):
-        return screen_depth([parsed])
+        return [too_deep(parsed) or parsed]
     raise InvalidInput("the body must be a JSON array of records (objects)", code="not-a-batch")
 
 
