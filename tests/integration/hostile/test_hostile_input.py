@@ -5,6 +5,7 @@ the service still answers a normal request afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,14 @@ METER_SCHEMA: dict[str, Any] = {
     },
     "required": ["meter_id", "kwh"],
 }
+
+
+@contextlib.asynccontextmanager
+async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that sees a crash as the 500 a real client would get."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hostile") as client:
+        yield client
 
 
 @dataclass
@@ -166,7 +175,10 @@ async def _until_key_works(app: FastAPI, token: str) -> None:
 async def catalog_target(service_settings: ServiceSettings) -> AsyncIterator[Target]:
     settings = CatalogSettings(**dict(service_settings))
     app = create_catalog(settings)
-    async with running(app, migrations=service_migrations("datapolis_catalog")) as client:
+    async with (
+        running(app, migrations=service_migrations("datapolis_catalog")),
+        _client(app) as client,
+    ):
         created = await client.post(
             "/organisations",
             json={"name": "Hostile Org", "kind": "company", "contact_email": "a@example.org"},
@@ -229,7 +241,10 @@ async def ingest_target(
 ) -> AsyncIterator[Target]:
     settings = IngestSettings(**dict(service_settings))
     app = create_ingest(settings)
-    async with running(app, migrations=service_migrations("datapolis_ingest")) as client:
+    async with (
+        running(app, migrations=service_migrations("datapolis_ingest")),
+        _client(app) as client,
+    ):
         org_id = f"org-{uuid.uuid4().hex[:8]}"
         _key_id, token = await _issue_key(producer, org_id)
         slug = f"hostile-{uuid.uuid4().hex[:8]}"
@@ -316,7 +331,10 @@ async def test_consent_survives_the_hostile_corpus(
     service_settings: ServiceSettings, producer: Producer
 ) -> None:
     app = create_consent(ConsentSettings(**dict(service_settings)))
-    async with running(app, migrations=service_migrations("datapolis_consent")) as client:
+    async with (
+        running(app, migrations=service_migrations("datapolis_consent")),
+        _client(app) as client,
+    ):
         await _check(await _plain_target(app, client, producer), service_settings)
 
 
@@ -324,5 +342,8 @@ async def test_notify_survives_the_hostile_corpus(
     service_settings: ServiceSettings, producer: Producer
 ) -> None:
     app = create_notify(NotifySettings(**dict(service_settings)))
-    async with running(app, migrations=service_migrations("datapolis_notify")) as client:
+    async with (
+        running(app, migrations=service_migrations("datapolis_notify")),
+        _client(app) as client,
+    ):
         await _check(await _plain_target(app, client, producer), service_settings)
