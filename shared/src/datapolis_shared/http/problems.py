@@ -45,6 +45,7 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Invalid input",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal error",
     503: "Service unavailable",
 }
@@ -59,6 +60,7 @@ _HTTP_CODES = {
     413: "payload-too-large",
     415: "unsupported-media-type",
     429: "too-many-requests",
+    431: "headers-too-large",
 }
 
 
