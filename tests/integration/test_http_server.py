@@ -1,4 +1,4 @@
-"""The HTTP server as it runs in production (uvicorn with the shared
+"""The HTTP server as it runs in production (uvicorn, httptools, with the shared
 options): a request head over the limit gets 431 problem+json, a request that
 is not HTTP gets 400 problem+json, and the server keeps answering."""
 
