@@ -101,6 +101,12 @@ def screen_depth(
     return items
 
 
+# A record's headers are the dataset's CloudEvents attributes (well under
+# this) and values taken from the record (its id, key and subject: each no
+# longer than its value), so 4 x value + key + this bounds its size.
+SIZE_SCREEN_MARGIN = 8192
+
+
 def kafka_size(value: bytes, key: bytes | None, headers: Headers) -> int:
     return record_size(value, key, headers) + BATCH_OVERHEAD_BYTES
 
@@ -110,7 +116,7 @@ def size_error(value: bytes, key: bytes | None, headers: Headers, max_bytes: int
 
     Only records whose value, key and record-derived headers could reach the
     limit are measured exactly: the rest cost one comparison."""
-    if 4 * len(value) + len(key or b"") + 8192 < max_bytes:
+    if 4 * len(value) + len(key or b"") + SIZE_SCREEN_MARGIN <= max_bytes:
         return None
     size = kafka_size(value, key, headers)
     if size <= max_bytes:
