@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,12 @@ from tests.integration.ingest.conftest import DatasetFactory, reading
 from tests.kafka_util import TopicTail, eventually, read_topic
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 async def worker(ingest_settings: IngestSettings) -> AsyncIterator[IngestSettings]:
     env = {
@@ -30,6 +37,8 @@ async def worker(ingest_settings: IngestSettings) -> AsyncIterator[IngestSetting
         "INGEST_KAFKA__BOOTSTRAP_SERVERS": ingest_settings.kafka.bootstrap_servers,
         "INGEST_POSTGRES__DSN": ingest_settings.postgres.dsn.get_secret_value(),
         "INGEST_POSTGRES__DB_SCHEMA": ingest_settings.postgres.db_schema,
+        # Its own probe port: the default (8000) may be another worker's.
+        "INGEST_WORKER_HTTP__PORT": str(_free_port()),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "datapolis_ingest", "worker", env=env
