@@ -67,6 +67,8 @@ class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The request line and headers together; beyond, 431 problem+json.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     # Public base URL, used in links (DCAT, AsyncAPI, Location headers).
     public_url: str | None = None
 

@@ -19,8 +19,9 @@ from datapolis_shared.http.openapi import (
     ProblemCode,
     problem_responses,
 )
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"], route_class=StrictJsonRoute)
 
 _FORMATS: dict[str, BodyFormat] = {
     "application/json": "json",
@@ -55,6 +56,15 @@ MALFORMED_JSON = ProblemCode(
     422,
     "the JSON body does not parse; `line`, `column` and `position` say where",
     (("line", 1), ("column", 14), ("position", 13)),
+)
+BODY_TOO_DEEP = ProblemCode(
+    "body-too-deep", 422, "the body nests deeper than a JSON parser can read (1,024 levels)"
+)
+RECORD_TOO_LARGE = ProblemCode(
+    "record-too-large",
+    413,
+    "Kafka refused a record as larger than the topic allows (records over the limit "
+    "are otherwise rejected one by one in `rejected`)",
 )
 NOT_A_BATCH = ProblemCode("not-a-batch", 422, "the JSON body is neither an array nor an object")
 EMPTY_BATCH = ProblemCode("empty-batch", 422, "the batch holds no records")
@@ -189,6 +199,8 @@ def get_ingestor(request: Request) -> Ingestor:
             TOO_MANY_RECORDS,
             UNSUPPORTED_MEDIA_TYPE,
             MALFORMED_JSON,
+            BODY_TOO_DEEP,
+            RECORD_TOO_LARGE,
             NOT_A_BATCH,
             EMPTY_BATCH,
             INVALID_IDEMPOTENCY_KEY,

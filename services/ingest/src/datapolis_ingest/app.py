@@ -13,12 +13,18 @@ import datapolis_ingest
 from datapolis_ingest.api import router
 from datapolis_ingest.idempotency import IdempotencyStore
 from datapolis_ingest.ingestion import DedupWindows, Ingestor
+from datapolis_ingest.limits import RecordSizeLimits
 from datapolis_ingest.registry import DatasetRegistry
 from datapolis_ingest.settings import IngestSettings
 from datapolis_ingest.stats import StatsAggregator
 from datapolis_shared.events.base import CATALOG_EVENTS
 from datapolis_shared.http.app import create_service_app
-from datapolis_shared.kafka import ConsumerLoop, OutgoingRecord, Producer
+from datapolis_shared.kafka import (
+    ConsumerLoop,
+    OutgoingRecord,
+    Producer,
+    topic_max_message_bytes,
+)
 from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import ServiceSettings
 
@@ -80,6 +86,15 @@ async def start_registry(
     return registry
 
 
+def record_size_limits(settings: IngestSettings, producer: Producer) -> RecordSizeLimits:
+    """Each dataset topic's own max.message.bytes, read from Kafka."""
+
+    async def read(topic: str) -> int | None:
+        return await topic_max_message_bytes(settings.kafka, topic)
+
+    return RecordSizeLimits(read, max_request_size=producer.max_request_size)
+
+
 async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
     while True:
         await asyncio.sleep(PURGE_EVERY_S)
@@ -119,6 +134,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             idempotency=idempotency,
             stats=stats,
             windows=DedupWindows(window_s=config.dedup_window_s, max_ids=config.dedup_max_ids),
+            sizes=record_size_limits(config, runtime.require_producer()),
         )
 
     @contextlib.asynccontextmanager

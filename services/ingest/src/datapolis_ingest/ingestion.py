@@ -21,6 +21,7 @@ import orjson
 
 from datapolis_ingest.dedup import RecordIdWindow
 from datapolis_ingest.idempotency import Claim, IdempotencyStore, check_key, request_hash
+from datapolis_ingest.limits import DEFAULT_MAX_RECORD_BYTES, RecordSizeLimits
 from datapolis_ingest.ports import RecordSink
 from datapolis_ingest.records import (
     Preparer,
@@ -76,6 +77,7 @@ class Ingestor:
         idempotency: IdempotencyStore,
         stats: StatsAggregator,
         windows: DedupWindows,
+        sizes: RecordSizeLimits | None = None,
     ) -> None:
         self._max_records = settings.max_batch_records
         self._max_in_flight = settings.max_in_flight_records
@@ -84,6 +86,7 @@ class Ingestor:
         self._idempotency = idempotency
         self._stats = stats
         self._windows = windows
+        self._sizes = sizes
         self.in_flight = 0
 
     async def ingest(
@@ -151,8 +154,17 @@ class Ingestor:
         sink = self._sink()  # Unavailable before Kafka is connected: nothing reserved yet
 
         window = self._windows.for_dataset(dataset.dataset_id)
+        max_record_bytes = (
+            await self._sizes.for_topic(dataset.topic)
+            if self._sizes is not None
+            else DEFAULT_MAX_RECORD_BYTES
+        )
         preparer = Preparer(
-            dataset, validator, producer=caller.org_id, id_prefix=f"{uuid.uuid4()}-"
+            dataset,
+            validator,
+            producer=caller.org_id,
+            id_prefix=f"{uuid.uuid4()}-",
+            max_record_bytes=max_record_bytes,
         )
         now = time.monotonic()
         prepared = preparer.prepare(items, window, now, raws=raws)

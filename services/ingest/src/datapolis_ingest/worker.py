@@ -33,9 +33,10 @@ import orjson
 import uvloop
 from aiokafka import ConsumerRecord
 
-from datapolis_ingest.app import ingest_settings, start_registry
+from datapolis_ingest.app import ingest_settings, record_size_limits, start_registry
 from datapolis_ingest.dedup import RecordIdWindow
 from datapolis_ingest.ingestion import DedupWindows
+from datapolis_ingest.limits import RecordSizeLimits, too_deep, too_deep_text
 from datapolis_ingest.records import Malformed, Preparer, Rejection, dead_letters
 from datapolis_ingest.registry import DatasetRegistry
 from datapolis_ingest.settings import IngestSettings
@@ -78,11 +79,13 @@ class RawForwarder:
         registry: DatasetRegistry,
         stats: StatsAggregator,
         windows: DedupWindows,
+        sizes: RecordSizeLimits,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._stats = stats
         self._windows = windows
+        self._sizes = sizes
 
     async def outgoing(
         self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]
@@ -99,15 +102,20 @@ class RawForwarder:
             return Forward(
                 [dead_letter_record(r, consumer=CONSUMER_NAME, error=error) for r in records]
             )
-        items = []
+        items: list[object] = []
         for record in records:
             try:
-                items.append(orjson.loads(record.value or b""))
+                item = orjson.loads(record.value or b"")
             except orjson.JSONDecodeError as exc:
                 text = (record.value or b"").decode("utf-8", errors="replace")
+                if exc.msg.startswith("depth limit"):
+                    items.append(too_deep_text(text))
+                    continue
                 items.append(
                     Malformed(0, text, f"not valid JSON: {exc.msg} at column {exc.pos + 1}")
                 )
+                continue
+            items.append(too_deep(item, record.value) or item)
         window = self._windows.for_dataset(dataset.dataset_id)
         try:
             validator = dataset.accepting()
@@ -120,7 +128,13 @@ class RawForwarder:
             reserved: list[str] = []
             duplicates = 0
         else:
-            preparer = Preparer(dataset, validator, producer=dataset.publisher_id, id_prefix="")
+            preparer = Preparer(
+                dataset,
+                validator,
+                producer=dataset.publisher_id,
+                id_prefix="",
+                max_record_bytes=await self._sizes.for_topic(dataset.topic),
+            )
             prepared = preparer.prepare(
                 items,
                 window,
@@ -194,7 +208,8 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         stats.start()
         stats_holder.append(stats)
         windows = DedupWindows(window_s=settings.dedup_window_s, max_ids=settings.dedup_max_ids)
-        validator = RawValidator(RawForwarder(settings, registry, stats, windows), producer)
+        sizes = record_size_limits(settings, producer)
+        validator = RawValidator(RawForwarder(settings, registry, stats, windows, sizes), producer)
         runtime.add_consumer(
             name=CONSUMER_NAME,
             pattern=RAW_PATTERN,

@@ -17,6 +17,7 @@ from datapolis_shared.auth import Principal
 from datapolis_shared.http import problems
 from datapolis_shared.http.middleware import (
     BodySizeLimitMiddleware,
+    HeaderSizeLimitMiddleware,
     RequestIdMiddleware,
     UnhandledErrorMiddleware,
 )
@@ -26,6 +27,7 @@ from datapolis_shared.http.openapi import (
     install_openapi,
     problem_responses,
 )
+from datapolis_shared.http.strict_json import StrictJsonRoute
 from datapolis_shared.logs import configure_logging
 from datapolis_shared.metrics import MetricsMiddleware, ServiceMetrics
 from datapolis_shared.runtime import Runtime
@@ -40,7 +42,7 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 # Probes and metrics, served alike by every API and every stream worker (see
 # ``datapolis_shared.http.worker``): both keep their Runtime in app.state.
-operations = APIRouter(tags=["operations"])
+operations = APIRouter(tags=["operations"], route_class=StrictJsonRoute)
 
 
 class Alive(BaseModel):
@@ -170,6 +172,7 @@ def create_service_app(
         lifespans=[runtime_lifespan, *lifespans],
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(HeaderSizeLimitMiddleware, max_bytes=settings.http.max_header_bytes),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes),
         ],
         input_codes=input_codes,

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, unhandled errors and the body limit."""
+"""Pure ASGI middleware: request ids, unhandled errors, the request head and body limits."""
 
 from __future__ import annotations
 
@@ -174,3 +174,48 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             if not response_started:
                 await self._reject(send)
+
+
+class HeaderSizeLimitMiddleware:
+    """Refuses a request whose line and headers exceed ``max_bytes`` with 431
+    problem+json. The server (h11) enforces the same limit only on a head
+    that arrives in pieces; one that arrives whole is measured here."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # As on the wire: "name: value\r\n" per header, after the request line.
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+        for name, value in scope["headers"]:
+            size += len(name) + len(value) + 4
+        if size <= self.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        body = {
+            "type": TYPE_BASE + "headers-too-large",
+            "title": "Request header fields too large",
+            "status": 431,
+            "detail": f"the request line and headers exceed {self.max_bytes} bytes",
+            "code": "headers-too-large",
+            "max_bytes": self.max_bytes,
+        }
+        request_id = request_id_var.get()
+        if request_id:
+            body["request_id"] = request_id
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 431,
+                "headers": [
+                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

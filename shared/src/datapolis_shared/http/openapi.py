@@ -111,6 +111,15 @@ NOT_READY = ProblemCode(
     (("checks", {"postgres": "ok", "kafka": "Kafka is unreachable"}),),
     retry_after=True,
 )
+HEADERS_TOO_LARGE = ProblemCode(
+    "headers-too-large",
+    431,
+    "the request line and headers exceed the service's limit (`<PREFIX>_HTTP__MAX_HEADER_BYTES`)",
+    (("max_bytes", 16384),),
+)
+MALFORMED_HTTP = ProblemCode(
+    "malformed-http", 400, "the request is not valid HTTP/1.1 (answered by the server itself)"
+)
 OVERLOADED = ProblemCode(
     "overloaded",
     429,
@@ -329,6 +338,8 @@ def _complete_operation(
         add(BODY_UNREADABLE)
     if not probe:
         add(UNAVAILABLE)
+    # The server and the outermost middleware answer these before any route.
+    add(HEADERS_TOO_LARGE, MALFORMED_HTTP)
     # FastAPI's own 422 describes a body the services never send.
     generated_422 = responses.get("422", {})
     if "HTTPValidationError" in str(generated_422):

@@ -5,6 +5,7 @@ This is the one place where domain errors meet HTTP status codes.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -46,6 +47,7 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Invalid input",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal error",
     503: "Service unavailable",
 }
@@ -60,11 +62,25 @@ _HTTP_CODES = {
     413: "payload-too-large",
     415: "unsupported-media-type",
     429: "too-many-requests",
+    431: "headers-too-large",
 }
 
 
 def title_for(status: int) -> str:
     return _TITLES.get(status, "Error")
+
+
+class ProblemResponse(JSONResponse):
+    """problem+json that always renders: a detail echoing the caller's input
+    may hold what UTF-8 cannot encode (a lone surrogate from a JSON escape),
+    which is replaced rather than turned into a server error."""
+
+    media_type = PROBLEM_CONTENT_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode("utf-8", errors="replace")
 
 
 def problem(
@@ -89,7 +105,7 @@ def problem(
     if request_id:
         body["request_id"] = request_id
     body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 def status_for(exc: errors.DatapolisError) -> int:

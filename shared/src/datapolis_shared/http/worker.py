@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from datapolis_shared.http.app import build_app
+from datapolis_shared.http.server import uvicorn_options
 from datapolis_shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class WorkerHttpServer:
         self.port = settings.port
         self._server = _Server(
             uvicorn.Config(
-                create_worker_app(runtime), log_config=None, access_log=False, lifespan="on"
+                create_worker_app(runtime), lifespan="on", **uvicorn_options(runtime.settings.http)
             )
         )
         self._task: asyncio.Task[None] | None = None

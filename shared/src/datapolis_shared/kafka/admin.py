@@ -190,3 +190,19 @@ async def _converge_configs(
             if code:
                 raise Unavailable(f"could not configure topic {name}: error {code} {message}")
     changes.configs_altered.extend(updates)
+
+
+async def topic_max_message_bytes(settings: KafkaSettings, topic: str) -> int | None:
+    """The topic's effective ``max.message.bytes`` (its own value or the
+    broker's default), None when the topic does not exist. Raises
+    :class:`Unavailable` when Kafka cannot answer."""
+    async with admin_client(settings, "describing a topic's configuration") as admin:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    for response in responses:
+        for code, _message, _type, _name, entries in response.resources:
+            if code:
+                return None
+            for entry in entries:
+                if entry[0] == "max.message.bytes" and entry[1] is not None:
+                    return int(entry[1])
+    return None

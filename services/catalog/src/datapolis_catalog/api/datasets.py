@@ -24,10 +24,11 @@ from datapolis_catalog.datasets import (
 from datapolis_catalog.discovery import DatasetQuery
 from datapolis_shared.http.app import Caller
 from datapolis_shared.http.openapi import MISSING_SCOPE, problem_responses
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
 PUBLISHER_ONLY = (MISSING_SCOPE, p.NOT_PUBLISHER, p.DATASET_NOT_FOUND)
 
-router = APIRouter(prefix="/datasets")
+router = APIRouter(prefix="/datasets", route_class=StrictJsonRoute)
 
 
 class DatasetListing(BaseModel):

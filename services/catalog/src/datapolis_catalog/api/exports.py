@@ -15,8 +15,9 @@ from datapolis_catalog.exports.asyncapi import build_asyncapi
 from datapolis_catalog.exports.dcat import build_catalog, build_dataset_document
 from datapolis_catalog.exports.landing import render_landing_page
 from datapolis_shared.http.openapi import problem_responses
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["exports"])
+router = APIRouter(tags=["exports"], route_class=StrictJsonRoute)
 
 JSON_LD = "application/ld+json"
 

@@ -18,6 +18,7 @@ from datapolis_catalog.organisations import (
 )
 from datapolis_shared.http.app import Caller
 from datapolis_shared.http.openapi import MISSING_SCOPE, OPERATOR_ONLY, problem_responses
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
 OrgId = Annotated[
     str,
@@ -27,7 +28,7 @@ KeyId = Annotated[str, Path(description="the key's id", examples=["c858487ea318b
 
 KEY_ADMIN = (p.ORGANISATION_NOT_FOUND, p.NOT_YOUR_ORGANISATION, MISSING_SCOPE)
 
-router = APIRouter(prefix="/organisations", tags=["organisations"])
+router = APIRouter(prefix="/organisations", tags=["organisations"], route_class=StrictJsonRoute)
 
 
 @router.post(

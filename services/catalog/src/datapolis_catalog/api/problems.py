@@ -65,8 +65,15 @@ SUBJECT_FIELD_NOT_IN_SCHEMA = ProblemCode(
 SUBJECT_FIELD_NOT_REQUIRED = ProblemCode(
     "subject-field-not-required", 422, "the data-subject field must be required"
 )
+SCHEMA_TOO_DEEP = ProblemCode(
+    "schema-too-deep",
+    422,
+    "the schema nests more objects or arrays than the limit",
+    (("max_depth", 64),),
+)
 SCHEMA_CODES = (
     INVALID_JSON_SCHEMA,
+    SCHEMA_TOO_DEEP,
     SCHEMA_NOT_AN_OBJECT,
     KEY_FIELD_NOT_IN_SCHEMA,
     SUBJECT_FIELD_NOT_IN_SCHEMA,
