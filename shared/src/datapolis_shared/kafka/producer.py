@@ -131,7 +131,7 @@ class Producer:
         try:
             await self._producer.start()
         except KafkaError as exc:
-            raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+            raise Unavailable("Kafka is unreachable; try again later") from exc
         self._started = True
 
     @property
@@ -154,7 +154,7 @@ class Producer:
                 timeout=self._settings.readiness_timeout_s,
             )
         except (KafkaError, TimeoutError) as exc:
-            raise Unavailable(f"Kafka metadata request failed: {exc!r}") from exc
+            raise Unavailable("Kafka did not answer a metadata request") from exc
 
     async def send_many(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
         """Send records and wait until Kafka acknowledged all of them (acks=all).
@@ -184,7 +184,7 @@ class Producer:
         except (KafkaError, TimeoutError) as exc:
             if isinstance(exc, FATAL_PRODUCER_ERRORS):
                 await self._renew(generation)
-            raise Unavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+            raise Unavailable("Kafka did not acknowledge the records; try again later") from exc
 
     async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
         """Like :meth:`send_many` (acks=all, all or :class:`Unavailable`), for
@@ -249,9 +249,12 @@ class Producer:
                 try:
                     await self._write_group(tp, group.records)
                 except Exception as exc:
+                    failure: Exception = exc
                     if not isinstance(exc, Unavailable | TooLarge):
-                        exc = Unavailable(f"the records could not be written: {exc!r}")
-                    group.future.set_exception(exc)
+                        # The caller gets a sentence; the cause stays for the log.
+                        failure = Unavailable("the records could not be written")
+                        failure.__cause__ = exc
+                    group.future.set_exception(failure)
                 else:
                     group.future.set_result(None)
         finally:
@@ -280,7 +283,7 @@ class Producer:
         except (KafkaError, TimeoutError) as exc:
             if isinstance(exc, FATAL_PRODUCER_ERRORS):
                 await self._renew(generation)
-            raise Unavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+            raise Unavailable("Kafka did not acknowledge the records; try again later") from exc
 
     async def _renew(self, failed_generation: int) -> None:
         """Replace a producer whose idempotence state is broken (once, however
@@ -299,7 +302,7 @@ class Producer:
                 await self._producer.start()
             except KafkaError as exc:
                 # The next send tries again with yet another producer.
-                raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+                raise Unavailable("Kafka is unreachable; try again later") from exc
             self._broken = False
 
     async def _after_size_error(self, exc: BaseException, generation: int) -> None:
