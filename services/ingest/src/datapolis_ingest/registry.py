@@ -2,10 +2,12 @@
 service's tables and, for the hot path, in memory with compiled validators.
 
 Catalog is the authority; ingest never calls it. ``DatasetRegistered``,
-``SchemaVersionAdded``, ``DatasetUpdated`` and ``DatasetRetired`` from
-``datapolis.catalog.events`` are applied to the ``datasets`` and
-``schema_versions`` tables (once each, through the inbox), then the dataset is
-reloaded into memory from the tables.
+``SchemaVersionAdded`` and ``DatasetRetired`` from ``datapolis.catalog.events``
+are applied to the ``datasets`` and ``schema_versions`` tables (once each,
+through the inbox), then the dataset is reloaded into memory from the tables.
+``DatasetUpdated`` is skipped: it changes only a dataset's description, its
+retention and partitions, none of which ingest uses (the access level, key and
+subject fields and the publisher are fixed at registration).
 
 Replicas share the consumer group, so each receives only some partitions of
 the topic. The tables are what they share: the process that applies an event
@@ -31,7 +33,6 @@ from datapolis_shared.events.base import parse_event
 from datapolis_shared.events.catalog import (
     DatasetRegistered,
     DatasetRetired,
-    DatasetUpdated,
     SchemaVersionAdded,
 )
 from datapolis_shared.events.cloudevents import from_structured
@@ -41,8 +42,10 @@ from datapolis_shared.postgres.pool import Connection, Pool, PooledConnection
 log = logging.getLogger(__name__)
 
 INBOX_CONSUMER = "dataset-registry"
-DATASET_EVENT_PREFIX = "org.datapolis.catalog.dataset."
-SCHEMA_EVENT_PREFIX = "org.datapolis.catalog.schema."
+# The catalog events that change what ingest accepts; it skips the others.
+APPLIED_EVENT_TYPES = frozenset(
+    {DatasetRegistered.type, SchemaVersionAdded.type, DatasetRetired.type}
+)
 # Payload: the id of a dataset whose rows changed. Channels are database-wide:
 # a process also hears other schemas' ingest (tests), whose ids it does not
 # find in its own tables, so their reloads change nothing.
@@ -67,15 +70,6 @@ INSERT INTO schema_versions (dataset_id, version, major, topic_name, json_schema
 VALUES ($1, $2, $3, $4, $5::jsonb)
 ON CONFLICT (dataset_id, version) DO NOTHING
 """
-SELECT_DATASET_FOR_UPDATE = """
-SELECT publisher_id, access_level, key_field, subject_field FROM datasets
-WHERE dataset_id = $1 FOR UPDATE
-"""
-UPDATE_DATASET = """
-UPDATE datasets SET publisher_id = $2, access_level = $3, key_field = $4, subject_field = $5,
-                    updated_at = now()
-WHERE dataset_id = $1
-"""
 RETIRE_DATASET = """
 UPDATE datasets SET retired_at = coalesce(retired_at, now()), updated_at = now()
 WHERE dataset_id = $1
@@ -93,15 +87,6 @@ LEFT JOIN LATERAL (
 """
 SELECT_DATASET = _SELECT_WITH_SCHEMA + " WHERE d.dataset_id = $1"
 SELECT_ALL_DATASETS = _SELECT_WITH_SCHEMA + " ORDER BY d.updated_at"
-
-# Keys of DatasetUpdated.changes that matter to ingest, and their column.
-_UPDATABLE = {
-    "publisher_id": "publisher_id",
-    "access_level": "access_level",
-    "key_field": "key_field",
-    "key_field_name": "key_field",
-    "subject_field": "subject_field",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +211,7 @@ class DatasetRegistry:
     async def on_catalog_event(self, value: bytes) -> None:
         """Apply one record of ``datapolis.catalog.events`` (others are skipped)."""
         envelope = from_structured(value)
-        if not envelope.type.startswith((DATASET_EVENT_PREFIX, SCHEMA_EVENT_PREFIX)):
+        if envelope.type not in APPLIED_EVENT_TYPES:
             return
         event = parse_event(envelope)
         dataset_id = getattr(event, "dataset_id", None)
@@ -400,22 +385,6 @@ async def apply_event(conn: Connection, event: object) -> None:
             event.major,
             event.topic_name,
             orjson.dumps(event.json_schema).decode(),
-        )
-    elif isinstance(event, DatasetUpdated):
-        row = await conn.fetchrow(SELECT_DATASET_FOR_UPDATE, event.dataset_id)
-        if row is None:
-            return
-        current = dict(row)
-        for change, column in _UPDATABLE.items():
-            if change in event.changes:
-                current[column] = event.changes[change]
-        await conn.execute(
-            UPDATE_DATASET,
-            event.dataset_id,
-            str(current["publisher_id"]),
-            str(current["access_level"]),
-            current["key_field"],
-            current["subject_field"],
         )
     elif isinstance(event, DatasetRetired):
         await conn.execute(RETIRE_DATASET, event.dataset_id)
