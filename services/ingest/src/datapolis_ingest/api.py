@@ -8,10 +8,12 @@ from fastapi import APIRouter, Request, Response
 from starlette.exceptions import HTTPException
 
 from datapolis_ingest.ingestion import BodyFormat, Ingestor
-from datapolis_shared.errors import Unavailable
+from datapolis_shared.errors import InvalidInput, Unavailable
 from datapolis_shared.http.app import Caller
 
 router = APIRouter(tags=["ingest"])
+
+SCHEMA_VERSION_HEADER = "Datapolis-Schema-Version"
 
 _FORMATS: dict[str, BodyFormat] = {
     "application/json": "json",
@@ -40,7 +42,17 @@ _OPENAPI: dict[str, Any] = {
             "required": False,
             "schema": {"type": "string", "maxLength": 255},
             "description": "A retry with the same key and body replays the first answer.",
-        }
+        },
+        {
+            "name": SCHEMA_VERSION_HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "The schema version the records follow, as catalog answered it "
+            "(`version`, or `schema_version` of a new dataset). They are validated under it or "
+            "a later version, never an older one: while ingest does not know it yet the answer "
+            "is 503 `schema-version-not-known-yet` with Retry-After.",
+        },
     ],
 }
 _ANSWER = {
@@ -60,6 +72,20 @@ _ANSWER = {
         }
     },
 }
+
+
+def schema_version(value: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    # ASCII digits only, and few: int() of thousands of digits raises.
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < 1:
+        raise InvalidInput(
+            f"{SCHEMA_VERSION_HEADER} must be a schema version number (1, 2, ...), "
+            f"not {value[:40]!r}",
+            code="invalid-schema-version",
+        )
+    return int(text)
 
 
 def body_format(content_type: str | None) -> BodyFormat:
@@ -89,6 +115,7 @@ def get_ingestor(request: Request) -> Ingestor:
 )
 async def push_records(slug: str, request: Request, caller: Caller) -> Response:
     fmt = body_format(request.headers.get("content-type"))
+    version = schema_version(request.headers.get(SCHEMA_VERSION_HEADER))
     ingestor = get_ingestor(request)
     answer = await ingestor.ingest(
         caller=caller,
@@ -96,6 +123,7 @@ async def push_records(slug: str, request: Request, caller: Caller) -> Response:
         body=await request.body(),
         body_format=fmt,
         idempotency_key=request.headers.get("idempotency-key"),
+        schema_version=version,
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, media_type="application/json", headers=headers)

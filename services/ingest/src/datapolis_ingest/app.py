@@ -59,7 +59,11 @@ async def start_registry(
     every process learns all changes from the tables' announcements. The
     caller stops the registry (``DatasetRegistry.stop``) before the runtime.
     """
-    registry = DatasetRegistry(runtime.pool, catalog_url=settings.catalog_url)
+    registry = DatasetRegistry(
+        runtime.pool,
+        catalog_url=settings.catalog_url,
+        propagation_bound_s=settings.propagation_bound_s,
+    )
     await registry.start()
     runtime.checks["dataset-registry-listener"] = registry.problem
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from datapolis_ingest.propagation import RETRY_AFTER_S, SLUG, NotKnownYet, UnknownNames
 from datapolis_ingest.validation import SchemaUnusable, Validator, compile_schema
 from datapolis_shared.errors import Conflict, NotFound
 from datapolis_shared.events.base import parse_event
@@ -124,9 +125,12 @@ class Dataset:
                 slug=self.slug,
             )
         if self.schema is None:
-            raise Conflict(
-                f"dataset {self.slug!r} has no schema yet; add a schema version in the catalog",
-                code="dataset-without-schema",
+            # Catalog registers a dataset with its first schema version in one
+            # transaction; ingest applies the two events one after the other.
+            raise NotKnownYet(
+                f"ingest knows dataset {self.slug!r} but not its schema yet; "
+                f"retry in {RETRY_AFTER_S} s",
+                code="schema-version-not-known-yet",
                 slug=self.slug,
             )
         try:
@@ -166,8 +170,16 @@ class DatasetRegistry:
     """The in-memory side: datasets by slug, validators compiled once per
     (dataset, schema version), kept in step with the tables by ``start``."""
 
-    def __init__(self, pool: Pool, *, catalog_url: str, check_interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        catalog_url: str,
+        check_interval_s: float = 5.0,
+        propagation_bound_s: float = 5.0,
+    ) -> None:
         self._pool = pool
+        self._unknown = UnknownNames(propagation_bound_s)
         self._catalog_url = catalog_url.rstrip("/")
         self._check_interval_s = check_interval_s
         self._by_slug: dict[str, Dataset] = {}
@@ -186,11 +198,52 @@ class DatasetRegistry:
     def get(self, slug: str) -> Dataset | None:
         return self._by_slug.get(slug)
 
-    def require(self, slug: str) -> Dataset:
+    def require(self, slug: str, *, asker: str) -> Dataset:
+        """The dataset ``slug``; not known yet (retryable) while catalog may
+        have registered it a moment ago, not found once it cannot have."""
         dataset = self._by_slug.get(slug)
-        if dataset is None:
+        if dataset is not None:
+            return dataset
+        if not SLUG.fullmatch(slug) or self._settled(("dataset", asker, slug)):
             raise NotFound(f"no dataset {slug!r}", code="dataset-not-found", slug=slug)
-        return dataset
+        raise NotKnownYet(
+            f"ingest does not know a dataset {slug!r} yet. If catalog registered it just "
+            f"now, retry in {RETRY_AFTER_S} s: ingest learns a new dataset within "
+            f"{self._unknown.bound_s:g} s of catalog's answer",
+            code="dataset-not-known-yet",
+            slug=slug,
+        )
+
+    def require_version(self, dataset: Dataset, version: int, *, asker: str) -> None:
+        """Refuse to validate records of schema ``version`` under an older one."""
+        current = dataset.schema_version
+        if current is not None and version <= current:
+            return
+        if self._settled(("schema", asker, dataset.dataset_id, version)):
+            raise Conflict(
+                f"dataset {dataset.slug!r} has no schema version {version} "
+                f"(its current version is {current})",
+                code="schema-version-not-found",
+                slug=dataset.slug,
+                schema_version=version,
+                current_version=current,
+            )
+        raise NotKnownYet(
+            f"ingest does not know schema version {version} of {dataset.slug!r} yet "
+            f"(it has version {current}). If catalog added it just now, retry in "
+            f"{RETRY_AFTER_S} s: ingest learns a new schema version within "
+            f"{self._unknown.bound_s:g} s of catalog's answer",
+            code="schema-version-not-known-yet",
+            slug=dataset.slug,
+            schema_version=version,
+            current_version=current,
+        )
+
+    def _settled(self, name: tuple[str | int, ...]) -> bool:
+        # While this process may have missed changes, nothing is ruled out.
+        if self._not_listening is not None:
+            return False
+        return self._unknown.settled(name)
 
     def __len__(self) -> int:
         return len(self._by_slug)
