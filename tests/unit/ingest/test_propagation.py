@@ -38,6 +38,16 @@ def test_a_final_answer_closes_the_window() -> None:
     assert not names.settled("meters")
 
 
+def test_nothing_is_settled_while_behind_catalogs_events() -> None:
+    clock = Clock()
+    names = UnknownNames(5.0, clock=clock)
+    assert not names.settled("meters", caught_up=False)
+    clock.now += 60
+    assert not names.settled("meters", caught_up=False)
+    # The window started at the first request, not when it caught up.
+    assert names.settled("meters")
+
+
 def test_one_askers_requests_do_not_shorten_anothers_window() -> None:
     clock = Clock()
     names = UnknownNames(5.0, clock=clock)

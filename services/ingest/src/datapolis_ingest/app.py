@@ -79,6 +79,7 @@ async def start_registry(
         producer=runtime.require_producer(),
     )
     runtime.consumers.append(loop)
+    registry.follow_progress(lambda: loop.behind)
     loop.start()
     return registry
 

@@ -11,6 +11,10 @@ A producer that was told 201 asks after it, so within the bound of its first
 request ingest knows the thing or catalog never created it. Hence: the first
 request for an unknown name opens a window of ``bound_s``; during it the
 answer is "not known yet" (retryable), after it "does not exist" (final).
+The bound holds only while ingest keeps up with catalog's events, so the
+answer stays "not known yet" while the process is not listening for changes
+or its registry consumer has events left to apply (a new consumer group
+reads the topic from its beginning).
 Windows are per asking organisation, so one organisation's requests never
 shorten another's wait. A final answer closes the window: a name registered
 later starts a new one at its next request. Windows are kept in memory, at
@@ -56,18 +60,19 @@ class UnknownNames:
         self._clock = clock
         self._first_asked: OrderedDict[Hashable, float] = OrderedDict()
 
-    def settled(self, name: Hashable) -> bool:
+    def settled(self, name: Hashable, *, caught_up: bool = True) -> bool:
         """True once ``name`` has been unknown for longer than the bound since
         it was first asked for: it does not exist (and the window closes).
-        False while it may still be on its way."""
+        False while it may still be on its way, and always while the caller
+        is not ``caught_up`` with catalog's events."""
         now = self._clock()
         first = self._first_asked.get(name)
         if first is None:
             self._first_asked[name] = now
             while len(self._first_asked) > self._max_names:
                 self._first_asked.popitem(last=False)
-            return self.bound_s <= 0
-        if now - first > self.bound_s:
+            return caught_up and self.bound_s <= 0
+        if caught_up and now - first > self.bound_s:
             del self._first_asked[name]
             return True
         return False

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +195,9 @@ class DatasetRegistry:
         self._not_listening: str | None = "not started"
         self.listener_pid: int | None = None
         self.loaded = False
+        # Catalog's events not applied yet by this process's registry consumer
+        # (None: unknown). Set by ``follow_progress``.
+        self._behind: Callable[[], int | None] = lambda: None
 
     def get(self, slug: str) -> Dataset | None:
         return self._by_slug.get(slug)
@@ -239,11 +243,16 @@ class DatasetRegistry:
             current_version=current,
         )
 
+    def follow_progress(self, behind: Callable[[], int | None]) -> None:
+        """How many of catalog's events the registry consumer has yet to apply."""
+        self._behind = behind
+
     def _settled(self, name: tuple[str | int, ...]) -> bool:
-        # While this process may have missed changes, nothing is ruled out.
-        if self._not_listening is not None:
-            return False
-        return self._unknown.settled(name)
+        # Nothing is ruled out while this process may have missed changes or
+        # is still reading catalog's events (a new consumer group starts from
+        # the beginning of the topic): the bound holds only once caught up.
+        caught_up = self._not_listening is None and self._behind() == 0
+        return self._unknown.settled(name, caught_up=caught_up)
 
     def __len__(self) -> int:
         return len(self._by_slug)

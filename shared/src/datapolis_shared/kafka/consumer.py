@@ -105,6 +105,9 @@ class ConsumerLoop:
                 metrics.events_consumed.labels(name, outcome)
         self.processed = 0
         self.dead_lettered = 0
+        # Records on its partitions it has not handled yet, as of its last
+        # fetch; None while unknown (starting, or handling a batch).
+        self.behind: int | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run_forever(), name=f"consumer:{self.name}")
@@ -114,6 +117,7 @@ class ConsumerLoop:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.behind = None
 
     def problem(self) -> str | None:
         """Why this consumer cannot do its job, or None when it is healthy."""
@@ -141,6 +145,7 @@ class ConsumerLoop:
                 metadata_max_age_ms=5_000,
             )
             self._assignment = _Assignment()
+            self.behind = None
             if self._pattern is not None:
                 consumer.subscribe(pattern=self._pattern, listener=self._assignment)
             else:
@@ -163,6 +168,8 @@ class ConsumerLoop:
         while True:
             self._last_progress = time.monotonic()
             batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            if batches:
+                self.behind = None
             for tp, records in batches.items():
                 if self._batch_handler is not None:
                     await self._handle_batch(tp.topic, records)
@@ -172,6 +179,7 @@ class ConsumerLoop:
                 await consumer.commit(
                     {TopicPartition(tp.topic, tp.partition): records[-1].offset + 1}
                 )
+            self.behind = await _behind(consumer)
 
     async def _handle_batch(self, topic: str, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._batch_handler is not None
@@ -234,3 +242,18 @@ class ConsumerLoop:
     def _count(self, outcome: str, records: int) -> None:
         if self._metrics is not None:
             self._metrics.events_consumed.labels(self.name, outcome).inc(records)
+
+
+async def _behind(consumer: AIOKafkaConsumer) -> int | None:
+    """Records between the consumer's positions and the ends of its assigned
+    partitions (as of its last fetch), or None when a partition's end is unknown."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return None
+    total = 0
+    for tp in assigned:
+        end = consumer.last_stable_offset(tp)
+        if end is None:
+            return None
+        total += max(0, end - await consumer.position(tp))
+    return total
