@@ -77,6 +77,7 @@ async def start_registry(
         topics=[CATALOG_EVENTS],
         handler=handle,
         producer=runtime.require_producer(),
+        track_behind=True,
     )
     runtime.consumers.append(loop)
     registry.follow_progress(lambda: loop.behind)

@@ -80,6 +80,7 @@ class ConsumerLoop:
         stuck_after_s: float = 60.0,
         auto_offset_reset: str = "earliest",
         metrics: ServiceMetrics | None = None,
+        track_behind: bool = False,
     ) -> None:
         if bool(topics) == (pattern is not None):
             raise ValueError("a consumer loop takes topics or a pattern, one of the two")
@@ -96,6 +97,7 @@ class ConsumerLoop:
         self._producer = producer
         self._stuck_after_s = stuck_after_s
         self._auto_offset_reset = auto_offset_reset
+        self._track_behind = track_behind
         self._last_progress = time.monotonic()
         self._assignment = _Assignment()
         self._task: asyncio.Task[None] | None = None
@@ -105,8 +107,9 @@ class ConsumerLoop:
                 metrics.events_consumed.labels(name, outcome)
         self.processed = 0
         self.dead_lettered = 0
-        # Records on its partitions it has not handled yet, as of its last
-        # fetch; None while unknown (starting, or handling a batch).
+        # With track_behind: records on its partitions it has not handled yet,
+        # as of its last fetch; None while unknown (starting, stopped, or
+        # handling a batch) and always without track_behind.
         self.behind: int | None = None
 
     def start(self) -> None:
@@ -179,7 +182,8 @@ class ConsumerLoop:
                 await consumer.commit(
                     {TopicPartition(tp.topic, tp.partition): records[-1].offset + 1}
                 )
-            self.behind = await _behind(consumer)
+            if self._track_behind:
+                self.behind = await _behind(consumer)
 
     async def _handle_batch(self, topic: str, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._batch_handler is not None
