@@ -1,12 +1,18 @@
-"""When ingest says "not known yet" and when "does not exist"."""
+"""When ingest says "not known yet" and when "does not exist"; what it skips."""
 
 from __future__ import annotations
+
+from typing import cast
 
 import pytest
 
 from datapolis_ingest.api import schema_version
 from datapolis_ingest.propagation import UnknownNames
+from datapolis_ingest.registry import DatasetRegistry
 from datapolis_shared.errors import InvalidInput
+from datapolis_shared.events.catalog import DatasetChanges, DatasetUpdated
+from datapolis_shared.events.cloudevents import to_structured
+from datapolis_shared.postgres.pool import Pool
 
 
 class Clock:
@@ -79,3 +85,21 @@ def test_a_bad_schema_version_header_is_refused(header: str) -> None:
     with pytest.raises(InvalidInput) as info:
         schema_version(header)
     assert info.value.code == "invalid-schema-version"
+
+
+class NoDatabase:
+    """A pool that must not be used."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the registry used the database ({name}) for an event it skips")
+
+
+async def test_ingest_skips_dataset_updates() -> None:
+    # An update changes a dataset's description, retention or partitions,
+    # none of which ingest uses: nothing to apply, nothing to reload.
+    registry = DatasetRegistry(cast(Pool, NoDatabase()), catalog_url="http://catalog")
+    update = DatasetUpdated(
+        dataset_id="d1", slug="meters", changes=DatasetChanges(title="Relevés", partitions=6)
+    )
+    value, _ = to_structured(update.to_cloudevent())
+    await registry.on_catalog_event(value)
