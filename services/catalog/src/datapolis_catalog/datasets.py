@@ -35,6 +35,7 @@ from datapolis_shared.auth import Principal
 from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from datapolis_shared.events import data_topic, raw_topic
 from datapolis_shared.events.catalog import (
+    DatasetChanges,
     DatasetRegistered,
     DatasetRetired,
     DatasetUpdated,
@@ -693,7 +694,12 @@ async def update_dataset(
                 merged["retention_days"] * DAY_MS,
             )
         await outbox.enqueue(
-            conn, DatasetUpdated(dataset_id=row["dataset_id"], slug=slug, changes=changes)
+            conn,
+            DatasetUpdated(
+                dataset_id=row["dataset_id"],
+                slug=slug,
+                changes=DatasetChanges.model_validate(changes),
+            ),
         )
     if topics_changed:
         await provisioner.provision_after_commit(row["dataset_id"])

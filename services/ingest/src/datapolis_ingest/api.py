@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from datapolis_ingest.ingestion import BodyFormat, Ingestor
-from datapolis_shared.errors import Unavailable
+from datapolis_shared.errors import InvalidInput, Unavailable
 from datapolis_shared.http.app import Caller
 from datapolis_shared.http.openapi import (
     MISSING_SCOPE,
@@ -22,6 +22,8 @@ from datapolis_shared.http.openapi import (
 from datapolis_shared.http.strict_json import StrictJsonRoute
 
 router = APIRouter(tags=["ingest"], route_class=StrictJsonRoute)
+
+SCHEMA_VERSION_HEADER = "Datapolis-Schema-Version"
 
 _FORMATS: dict[str, BodyFormat] = {
     "application/json": "json",
@@ -38,8 +40,29 @@ NOT_DATASET_PUBLISHER = ProblemCode(
 )
 DATASET_NOT_FOUND = ProblemCode("dataset-not-found", 404, "ingest knows no dataset by this slug")
 DATASET_RETIRED = ProblemCode("dataset-retired", 409, "the dataset is retired")
-DATASET_WITHOUT_SCHEMA = ProblemCode(
-    "dataset-without-schema", 409, "the dataset has no schema version yet"
+DATASET_NOT_KNOWN_YET = ProblemCode(
+    "dataset-not-known-yet",
+    503,
+    "ingest has not heard of this dataset yet (a dataset registered moments ago reaches "
+    "ingest within the propagation bound, 5 s); retry after `Retry-After` seconds",
+    retry_after=True,
+)
+SCHEMA_VERSION_NOT_KNOWN_YET = ProblemCode(
+    "schema-version-not-known-yet",
+    503,
+    "ingest does not have the dataset's first schema version, or the version named in "
+    "`Datapolis-Schema-Version`, yet; retry after `Retry-After` seconds",
+    retry_after=True,
+)
+SCHEMA_VERSION_NOT_FOUND = ProblemCode(
+    "schema-version-not-found",
+    409,
+    "the dataset has no such schema version (after the propagation bound); "
+    "`current_version` is its newest",
+    (("current_version", 2),),
+)
+INVALID_SCHEMA_VERSION = ProblemCode(
+    "invalid-schema-version", 422, "`Datapolis-Schema-Version` is not a positive integer"
 )
 SCHEMA_UNUSABLE = ProblemCode("schema-unusable", 409, "ingest cannot compile the dataset's schema")
 IDEMPOTENCY_KEY_IN_PROGRESS = ProblemCode(
@@ -111,7 +134,17 @@ _OPENAPI: dict[str, Any] = {
             "required": False,
             "schema": {"type": "string", "maxLength": 255},
             "description": "A retry with the same key and body replays the first answer.",
-        }
+        },
+        {
+            "name": SCHEMA_VERSION_HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "The schema version the records follow, as catalog answered it "
+            "(`version`, or `schema_version` of a new dataset). They are validated under it or "
+            "a later version, never an older one: while ingest does not know it yet the answer "
+            "is 503 `schema-version-not-known-yet` with Retry-After.",
+        },
     ],
 }
 
@@ -161,6 +194,20 @@ _ANSWER: dict[str, Any] = {
 }
 
 
+def schema_version(value: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    # ASCII digits only, and few: int() of thousands of digits raises.
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < 1:
+        raise InvalidInput(
+            f"{SCHEMA_VERSION_HEADER} must be a schema version number (1, 2, ...), "
+            f"not {value[:40]!r}",
+            code="invalid-schema-version",
+        )
+    return int(text)
+
+
 def body_format(content_type: str | None) -> BodyFormat:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     found = _FORMATS.get(media)
@@ -192,7 +239,10 @@ def get_ingestor(request: Request) -> Ingestor:
             NOT_DATASET_PUBLISHER,
             DATASET_NOT_FOUND,
             DATASET_RETIRED,
-            DATASET_WITHOUT_SCHEMA,
+            DATASET_NOT_KNOWN_YET,
+            SCHEMA_VERSION_NOT_KNOWN_YET,
+            SCHEMA_VERSION_NOT_FOUND,
+            INVALID_SCHEMA_VERSION,
             SCHEMA_UNUSABLE,
             IDEMPOTENCY_KEY_IN_PROGRESS,
             PAYLOAD_TOO_LARGE,
@@ -211,6 +261,7 @@ def get_ingestor(request: Request) -> Ingestor:
 )
 async def push_records(slug: Slug, request: Request, caller: Caller) -> Response:
     fmt = body_format(request.headers.get("content-type"))
+    version = schema_version(request.headers.get(SCHEMA_VERSION_HEADER))
     ingestor = get_ingestor(request)
     answer = await ingestor.ingest(
         caller=caller,
@@ -218,6 +269,7 @@ async def push_records(slug: Slug, request: Request, caller: Caller) -> Response
         body=await request.body(),
         body_format=fmt,
         idempotency_key=request.headers.get("idempotency-key"),
+        schema_version=version,
     )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, media_type="application/json", headers=headers)

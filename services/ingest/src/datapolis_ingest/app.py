@@ -65,7 +65,11 @@ async def start_registry(
     every process learns all changes from the tables' announcements. The
     caller stops the registry (``DatasetRegistry.stop``) before the runtime.
     """
-    registry = DatasetRegistry(runtime.pool, catalog_url=settings.catalog_url)
+    registry = DatasetRegistry(
+        runtime.pool,
+        catalog_url=settings.catalog_url,
+        propagation_bound_s=settings.propagation_bound_s,
+    )
     await registry.start()
     runtime.checks["dataset-registry-listener"] = registry.problem
 
@@ -80,8 +84,10 @@ async def start_registry(
         handler=handle,
         producer=runtime.require_producer(),
         dependencies=[runtime.ping_postgres],
+        track_behind=True,
     )
     runtime.consumers.append(loop)
+    registry.follow_progress(lambda: loop.behind)
     loop.start()
     return registry
 

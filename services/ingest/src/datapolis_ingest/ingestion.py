@@ -48,7 +48,9 @@ class Answer:
 
 
 class Datasets(Protocol):
-    def require(self, slug: str) -> Dataset: ...
+    def require(self, slug: str, *, asker: str) -> Dataset: ...
+
+    def require_version(self, dataset: Dataset, version: int, *, asker: str) -> None: ...
 
 
 class DedupWindows:
@@ -97,9 +99,12 @@ class Ingestor:
         body: bytes,
         body_format: BodyFormat,
         idempotency_key: str | None = None,
+        schema_version: int | None = None,
     ) -> Answer:
+        """``schema_version``: the version the producer's records follow, as
+        catalog answered it; they are never validated under an older one."""
         caller.require(INGEST_SCOPE)
-        dataset = self._registry.require(slug)
+        dataset = self._registry.require(slug, asker=caller.org_id)
         if caller.org_id != dataset.publisher_id:
             raise Forbidden(
                 f"only the publisher of {slug!r} may push its records",
@@ -107,6 +112,8 @@ class Ingestor:
                 slug=slug,
             )
         validator = dataset.accepting()
+        if schema_version is not None:
+            self._registry.require_version(dataset, schema_version, asker=caller.org_id)
 
         claim: Claim | None = None
         if idempotency_key is not None:

@@ -37,6 +37,7 @@ from datapolis_ingest.app import ingest_settings, record_size_limits, start_regi
 from datapolis_ingest.dedup import RecordIdWindow
 from datapolis_ingest.ingestion import DedupWindows
 from datapolis_ingest.limits import RecordSizeLimits, too_deep, too_deep_text
+from datapolis_ingest.propagation import NotKnownYet
 from datapolis_ingest.records import Malformed, Preparer, Rejection, dead_letters
 from datapolis_ingest.registry import DatasetRegistry
 from datapolis_ingest.settings import IngestSettings
@@ -94,8 +95,10 @@ class RawForwarder:
         slug = topic[len(RAW_PREFIX) :]
         dataset = self._registry.get(slug)
         deadline = time.monotonic() + self._settings.unknown_dataset_grace_s
-        while dataset is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)  # catalog's events may still be on their way
+        # Catalog's events may still be on their way (the dataset, or its
+        # first schema version, applied a moment after the dataset).
+        while (dataset is None or dataset.schema is None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
             dataset = self._registry.get(slug)
         if dataset is None:
             error = f"no dataset {slug!r} is registered for topic {topic}"
@@ -119,7 +122,7 @@ class RawForwarder:
         window = self._windows.for_dataset(dataset.dataset_id)
         try:
             validator = dataset.accepting()
-        except Conflict as refused:
+        except (Conflict, NotKnownYet) as refused:
             rejections = [
                 Rejection(i, [FieldError("", refused.message)], item)
                 for i, item in enumerate(items)

@@ -145,6 +145,7 @@ class ConsumerLoop:
         retry: RetryPolicy | None = None,
         park: Park | None = None,
         dependencies: Sequence[Dependency] = (),
+        track_behind: bool = False,
     ) -> None:
         if bool(topics) == (pattern is not None):
             raise ValueError("a consumer loop takes topics or a pattern, one of the two")
@@ -165,6 +166,7 @@ class ConsumerLoop:
         self._park = park
         self._dependencies = [producer.ping, *dependencies]
         self._retrying_now: _Retrying | None = None
+        self._track_behind = track_behind
         self._last_progress = time.monotonic()
         self._assignment = _Assignment()
         # Why the last attempt to start the Kafka consumer failed (a refused
@@ -178,6 +180,10 @@ class ConsumerLoop:
         self.processed = 0
         self.dead_lettered = 0
         self.parked = 0
+        # With track_behind: records on its partitions it has not handled yet,
+        # as of its last fetch; None while unknown (starting, stopped, or
+        # handling a batch) and always without track_behind.
+        self.behind: int | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run_forever(), name=f"consumer:{self.name}")
@@ -187,6 +193,7 @@ class ConsumerLoop:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.behind = None
 
     def problem(self) -> str | None:
         """Why this consumer cannot do its job, or None when it is healthy."""
@@ -243,6 +250,7 @@ class ConsumerLoop:
             metadata_max_age_ms=5_000,
         )
         self._assignment = _Assignment()
+        self.behind = None
         if self._pattern is not None:
             consumer.subscribe(pattern=self._pattern, listener=self._assignment)
         else:
@@ -268,6 +276,8 @@ class ConsumerLoop:
         while True:
             self._last_progress = time.monotonic()
             batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            if batches:
+                self.behind = None
             for tp, records in batches.items():
                 if self._batch_handler is not None:
                     await self._handle_batch(tp.topic, records)
@@ -277,6 +287,8 @@ class ConsumerLoop:
                 await consumer.commit(
                     {TopicPartition(tp.topic, tp.partition): records[-1].offset + 1}
                 )
+            if self._track_behind:
+                self.behind = await _behind(consumer)
 
     async def _handle_batch(self, topic: str, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self._batch_handler is not None
@@ -422,3 +434,18 @@ class ConsumerLoop:
     def _count(self, outcome: str, records: int) -> None:
         if self._metrics is not None:
             self._metrics.events_consumed.labels(self.name, outcome).inc(records)
+
+
+async def _behind(consumer: AIOKafkaConsumer) -> int | None:
+    """Records between the consumer's positions and the ends of its assigned
+    partitions (as of its last fetch), or None when a partition's end is unknown."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return None
+    total = 0
+    for tp in assigned:
+        end = consumer.last_stable_offset(tp)
+        if end is None:
+            return None
+        total += max(0, end - await consumer.position(tp))
+    return total
