@@ -75,12 +75,16 @@ def test_the_windows_held_are_bounded() -> None:
     assert names.settled("name-9")
 
 
-@pytest.mark.parametrize(("header", "expected"), [(None, None), ("1", 1), (" 12 ", 12)])
+@pytest.mark.parametrize(
+    ("header", "expected"), [(None, None), ("1", 1), ("12", 12), ("123456789", 123456789)]
+)
 def test_the_schema_version_header(header: str | None, expected: int | None) -> None:
     assert schema_version(header) == expected
 
 
-@pytest.mark.parametrize("header", ["", "0", "-1", "v2", "1.0", "\u0661", "9" * 5000])
+@pytest.mark.parametrize(
+    "header", ["", "0", "01", "-1", "+2", "v2", "1.0", "\u0661", "1234567890", "9" * 5000]
+)
 def test_a_bad_schema_version_header_is_refused(header: str) -> None:
     with pytest.raises(InvalidInput) as info:
         schema_version(header)

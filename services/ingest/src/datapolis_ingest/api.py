@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -24,6 +25,9 @@ from datapolis_shared.http.strict_json import StrictJsonRoute
 router = APIRouter(tags=["ingest"], route_class=StrictJsonRoute)
 
 SCHEMA_VERSION_HEADER = "Datapolis-Schema-Version"
+# A version number, without sign, spaces or leading zeros; at most 9 digits,
+# so int() never meets thousands of them.
+SCHEMA_VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}$")
 
 _FORMATS: dict[str, BodyFormat] = {
     "application/json": "json",
@@ -139,7 +143,8 @@ _OPENAPI: dict[str, Any] = {
             "name": SCHEMA_VERSION_HEADER,
             "in": "header",
             "required": False,
-            "schema": {"type": "integer", "minimum": 1},
+            # A header value is text: the digits of a version number.
+            "schema": {"type": "string", "pattern": SCHEMA_VERSION_PATTERN.pattern},
             "description": "The schema version the records follow, as catalog answered it "
             "(`version`, or `schema_version` of a new dataset). They are validated under it or "
             "a later version, never an older one: while ingest does not know it yet the answer "
@@ -197,15 +202,13 @@ _ANSWER: dict[str, Any] = {
 def schema_version(value: str | None) -> int | None:
     if value is None:
         return None
-    text = value.strip()
-    # ASCII digits only, and few: int() of thousands of digits raises.
-    if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < 1:
+    if not SCHEMA_VERSION_PATTERN.fullmatch(value):
         raise InvalidInput(
             f"{SCHEMA_VERSION_HEADER} must be a schema version number (1, 2, ...), "
             f"not {value[:40]!r}",
             code="invalid-schema-version",
         )
-    return int(text)
+    return int(value)
 
 
 def body_format(content_type: str | None) -> BodyFormat:
