@@ -8,10 +8,13 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+import trustme
 from aiokafka.admin import AIOKafkaAdminClient
+from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
 from datapolis_shared.kafka import Producer, TopicSpec, control_topic_specs, ensure_topics
@@ -127,7 +130,7 @@ class PrivateKafka:
     """A Kafka broker of the test's own, on its own ports and storage, that the
     test may stop and restart without disturbing the shared broker."""
 
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, **env: str) -> None:
         self.port = _free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._env = {
@@ -135,6 +138,7 @@ class PrivateKafka:
             "DATAPOLIS_STATE_DIR": state_dir,
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(_free_port()),
+            **env,
         }
 
     async def _run(self, command: str) -> None:
@@ -156,6 +160,52 @@ class PrivateKafka:
         await self._run("stop")
 
 
+class SaslKafka(PrivateKafka):
+    """A private broker that also listens as production's brokers do: SASL_SSL
+    with SCRAM-SHA-512, under a certificate of a CA made for the test (the
+    broker's PLAINTEXT port is there only for kafka.sh's readiness probe)."""
+
+    USER = "datapolis-test"
+    PASSWORD = "s3cret-scram-password"
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        issued = ca.issue_cert("127.0.0.1", "localhost")
+        # Kafka's PEM key store wants the key as PKCS#8, then the chain.
+        key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+        keystore = state_dir / "broker.pem"
+        keystore.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            + b"".join(blob.bytes() for blob in issued.cert_chain_pems)
+        )
+        self.cafile = str(state_dir / "ca.pem")
+        ca.cert_pem.write_to_path(self.cafile)
+        self.sasl_port = _free_port()
+        super().__init__(
+            str(state_dir / "kafka"),
+            KAFKA_SASL_SSL_PORT=str(self.sasl_port),
+            KAFKA_SSL_KEYSTORE_PEM=str(keystore),
+            KAFKA_SCRAM_USERS=f"{self.USER}={self.PASSWORD}",
+        )
+
+    def settings(self, *, password: str | None = None, **overrides: Any) -> KafkaSettings:
+        """Client settings for the SASL_SSL listener, as production sets them."""
+        values: dict[str, Any] = {
+            "bootstrap_servers": f"127.0.0.1:{self.sasl_port}",
+            "security_protocol": "SASL_SSL",
+            "ssl_cafile": self.cafile,
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": self.USER,
+            "sasl_password": SecretStr(password or self.PASSWORD),
+        }
+        return KafkaSettings.model_validate({**values, **overrides})
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -165,6 +215,17 @@ def _free_port() -> int:
 @pytest.fixture
 async def private_kafka(tmp_path: Path) -> AsyncIterator[PrivateKafka]:
     broker = PrivateKafka(str(tmp_path / "state"))
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+@pytest.fixture(scope="module")
+async def sasl_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SaslKafka]:
+    """One SASL_SSL broker for a module's tests (it takes seconds to start)."""
+    broker = SaslKafka(tmp_path_factory.mktemp("sasl-kafka"))
     await broker.start()
     try:
         yield broker

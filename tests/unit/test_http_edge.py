@@ -10,7 +10,11 @@ from prometheus_client import generate_latest
 
 from datapolis_shared.errors import Conflict, Unavailable
 from datapolis_shared.http import problems
-from datapolis_shared.http.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from datapolis_shared.http.middleware import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    UnhandledErrorMiddleware,
+)
 from datapolis_shared.metrics import MetricsMiddleware, ServiceMetrics
 
 
@@ -19,6 +23,7 @@ def _app(metrics: ServiceMetrics) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=2048)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
     @app.post("/datasets/{slug}/records")

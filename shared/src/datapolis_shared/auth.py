@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import math
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from datapolis_shared.errors import Forbidden, Unauthenticated
+from datapolis_shared.errors import Forbidden, Throttled, Unauthenticated
 from datapolis_shared.events.base import Event
 from datapolis_shared.events.catalog import ApiKeyIssued, ApiKeyRevoked
 from datapolis_shared.postgres.pool import Connection, Pool
+from datapolis_shared.settings import AuthSettings
 
 KEY_PREFIX = "dpk_"
 OPERATOR_ORG = "operator"
@@ -86,23 +91,112 @@ class Principal:
             raise Forbidden("only the operator may do this", code="operator-only")
 
 
+def client_key(host: str | None) -> str:
+    """Whom failures are counted against: the client's address, with an IPv6
+    client's whole /64 as one (one host usually holds the whole /64)."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class FailedAuthThrottle:
+    """A token bucket of failed authentications per client: a client may fail
+    ``max_failures`` times at once, then once per ``failure_interval_s``;
+    beyond that it is refused until the bucket refills. A client that keeps
+    guessing gets one attempt per interval, and one whose key is still on its
+    way (catalog's event) gets through soon after it arrives. Memory is
+    bounded by ``tracked_clients``: the client that failed least recently is
+    forgotten first."""
+
+    def __init__(
+        self, settings: AuthSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._burst = float(settings.max_failures)
+        self._interval_s = settings.failure_interval_s
+        self._max_clients = settings.tracked_clients
+        self._clock = clock
+        # client -> (attempts left, when counted); least recently failed first.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _left(self, entry: tuple[float, float], now: float) -> float:
+        left, at = entry
+        return min(self._burst, left + (now - at) / self._interval_s)
+
+    def check(self, client: str) -> None:
+        """Raise :class:`Throttled` if ``client`` may not try a key now."""
+        entry = self._buckets.get(client)
+        if entry is None:
+            return
+        left = self._left(entry, self._clock())
+        if left >= self._burst:
+            del self._buckets[client]  # refilled: nothing to remember
+        elif left < 1:
+            raise Throttled(
+                "too many failed authentications from this client; try again later",
+                code="too-many-failed-authentications",
+                retry_after_s=max(1, math.ceil((1 - left) * self._interval_s)),
+            )
+
+    def failed(self, client: str) -> None:
+        now = self._clock()
+        entry = self._buckets.pop(client, None)
+        left = self._burst if entry is None else self._left(entry, now)
+        self._buckets[client] = (left - 1, now)
+        while len(self._buckets) > self._max_clients:
+            self._buckets.popitem(last=False)
+
+
 class ApiKeyStore:
     """Resolves keys against this service's ``api_keys`` table.
 
     Positive answers are cached for ``cache_ttl_s`` so a busy producer does not
     cost one query per request; revocation therefore takes effect within that
     TTL plus the event's propagation time.
+
+    Failed attempts are throttled per client (:class:`FailedAuthThrottle`): a
+    client over the limit is refused before its key is compared or looked
+    up, so guessing keys costs neither a query nor gives an answer.
     """
 
-    def __init__(self, pool: Pool, *, operator_key: str, cache_ttl_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        operator_key: str,
+        cache_ttl_s: float = 1.0,
+        throttle: FailedAuthThrottle | None = None,
+    ) -> None:
         self._pool = pool
         self._operator_hash = hash_key(operator_key)
         self._cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._throttle = throttle if throttle is not None else FailedAuthThrottle(AuthSettings())
 
-    async def resolve(self, token: str | None) -> Principal:
+    async def resolve(self, token: str | None, *, client: str | None = None) -> Principal:
+        """The key's principal; ``client`` is the caller's address, against
+        which failures are counted."""
         if not token:
             raise Unauthenticated("an API key is required", code="missing-api-key")
+        who = client_key(client)
+        self._throttle.check(who)
+        try:
+            return await self._resolve(token)
+        except Unauthenticated:
+            self._throttle.failed(who)
+            raise
+
+    async def _resolve(self, token: str) -> Principal:
         token_hash = hash_key(token)
         if hmac.compare_digest(token_hash, self._operator_hash):
             return Principal(OPERATOR_ORG, "operator", SCOPES)

@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from datapolis_shared.http.server import uvicorn_options
 from datapolis_shared.logs import configure_logging
 from datapolis_shared.postgres.migrate import apply, service_migrations
 from datapolis_shared.settings import ServiceSettings
@@ -79,8 +80,7 @@ def main(commands: ServiceCommands, argv: list[str] | None = None) -> int:
         app,
         host=args.host or settings.http.host,
         port=args.port or settings.http.port,
-        log_config=None,
-        access_log=False,
         lifespan="on",
+        **uvicorn_options(settings.http),
     )
     return 0

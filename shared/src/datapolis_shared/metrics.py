@@ -33,8 +33,14 @@ class ServiceMetrics:
         self.ready = Gauge(
             "datapolis_ready", "1 when the service can do its job", registry=self.registry
         )
+        # Set by the outbox relay (leader or standby) on each cycle.
         self.outbox_backlog = Gauge(
             "datapolis_outbox_backlog", "Outbox rows not yet published", registry=self.registry
+        )
+        self.outbox_oldest_age = Gauge(
+            "datapolis_outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest outbox row not yet published (0 when none)",
+            registry=self.registry,
         )
         self.events_consumed = Counter(
             "datapolis_events_consumed_total",
@@ -44,7 +50,7 @@ class ServiceMetrics:
         )
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     app = scope.get("app")
     router = getattr(app, "router", None)
     for route in getattr(router, "routes", ()):
@@ -75,7 +81,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = _route_template(scope)
+            route = route_template(scope)
             method = scope["method"]
             self.metrics.http_requests.labels(method, route, str(status)).inc()
             self.metrics.http_latency.labels(method, route).observe(time.perf_counter() - started)

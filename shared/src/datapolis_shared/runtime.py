@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord
 
-from datapolis_shared.auth import ApiKeyStore, apply_key_event
-from datapolis_shared.errors import Unavailable
+from datapolis_shared.auth import ApiKeyStore, FailedAuthThrottle, apply_key_event
+from datapolis_shared.errors import Unavailable, public_message
 from datapolis_shared.events import CATALOG_EVENTS
 from datapolis_shared.events.base import parse_event
 from datapolis_shared.events.cloudevents import from_structured
@@ -26,7 +26,9 @@ from datapolis_shared.kafka import (
     BatchHandler,
     ConsumerLoop,
     Handler,
+    Park,
     Producer,
+    RetryPolicy,
     TopicSpec,
     control_topic_specs,
     ensure_topics,
@@ -35,6 +37,7 @@ from datapolis_shared.metrics import ServiceMetrics
 from datapolis_shared.postgres import inbox
 from datapolis_shared.postgres.outbox import OutboxRelay
 from datapolis_shared.postgres.pool import Pool, create_pool, ping
+from datapolis_shared.retry import Backoff, retry
 from datapolis_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,8 @@ class Runtime:
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
         max_records: int = 500,
+        retry: RetryPolicy | None = None,
+        park: Park | None = None,
     ) -> ConsumerLoop:
         """Start a consumer loop that readiness watches (see ``ConsumerLoop``)."""
         loop = ConsumerLoop(
@@ -106,6 +111,11 @@ class Runtime:
             batch_handler=batch_handler,
             max_records=max_records,
             metrics=self.metrics,
+            # A handler failing while PostgreSQL is down pauses the loop
+            # rather than parking good records (Kafka is always probed).
+            dependencies=[self.ping_postgres],
+            retry=retry,
+            park=park,
         )
         self.consumers.append(loop)
         loop.start()
@@ -130,29 +140,20 @@ class Runtime:
     async def _connect(
         self, on_connected: Callable[[Runtime], Awaitable[None]] | None, *, sync_keys: bool
     ) -> None:
-        backoff = 0.5
         settings = self.settings
-        while True:
-            try:
-                if self._pool is None:
-                    self._pool = await create_pool(settings.postgres)
-                if self.producer is None or not self.producer.started:
-                    self.producer = Producer(
-                        settings.kafka, client_id=f"datapolis-{settings.service_name}"
-                    )
-                    await self.producer.start()
-                await ensure_topics(settings.kafka, self.topics)
-                break
-            except Unavailable as exc:
-                self._connect_error = exc.message
-                log.warning("waiting for dependencies: %s (retry in %.1fs)", exc.message, backoff)
-                if self.producer is not None and not self.producer.started:
-                    self.producer = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        self.keys = ApiKeyStore(self._pool, operator_key=settings.operator_key.get_secret_value())
+        pool, producer = await retry(
+            self._connect_dependencies,
+            doing="connecting to Kafka and PostgreSQL",
+            on=Unavailable,
+            backoff=Backoff(initial_s=0.5, max_s=5.0),
+        )
+        self.keys = ApiKeyStore(
+            pool,
+            operator_key=settings.operator_key.get_secret_value(),
+            throttle=FailedAuthThrottle(settings.auth),
+        )
         if self._with_relay:
-            self.relay = OutboxRelay(self._pool, self.producer)
+            self.relay = OutboxRelay(pool, producer, metrics=self.metrics)
             self.relay.start()
         if sync_keys:
             self.add_consumer(
@@ -163,6 +164,29 @@ class Runtime:
         self._connect_error = None
         self.connected.set()
         log.info("connected to Kafka and PostgreSQL")
+
+    async def ping_postgres(self) -> None:
+        """A consumer loop's probe of PostgreSQL (raises Unavailable)."""
+        await ping(self.pool)
+
+    async def _connect_dependencies(self) -> tuple[Pool, Producer]:
+        """One try: what is already connected stays, the rest is tried again."""
+        settings = self.settings
+        try:
+            if self._pool is None:
+                self._pool = await create_pool(settings.postgres)
+            if self.producer is None or not self.producer.started:
+                self.producer = Producer(
+                    settings.kafka, client_id=f"datapolis-{settings.service_name}"
+                )
+                await self.producer.start()
+            await ensure_topics(settings.kafka, self.topics)
+            return self._pool, self.producer
+        except Unavailable as exc:
+            self._connect_error = public_message(exc)
+            if self.producer is not None and not self.producer.started:
+                self.producer = None
+            raise
 
     async def _apply_catalog_key_event(self, record: ConsumerRecord[bytes, bytes]) -> None:
         envelope = from_structured(record.value or b"")
@@ -202,10 +226,13 @@ class Runtime:
             names = list(probes)
             outcomes = await asyncio.gather(*(probes[n]() for n in names), return_exceptions=True)
             for name, outcome in zip(names, outcomes, strict=True):
+                # /readyz is answered to anyone: plain sentences, the driver's
+                # errors go to the log.
                 if isinstance(outcome, Unavailable):
-                    checks[name] = outcome.message
+                    checks[name] = public_message(outcome)
                 elif isinstance(outcome, BaseException):
-                    checks[name] = repr(outcome)
+                    log.warning("readiness check %s failed: %r", name, outcome)
+                    checks[name] = "the check failed unexpectedly (see the service's log)"
                 else:
                     checks[name] = outcome or "ok"
             for consumer in self.consumers:

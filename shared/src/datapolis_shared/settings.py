@@ -34,6 +34,12 @@ class KafkaSettings(BaseModel):
     # Replication factor of topics the service creates (1 locally, 3 in prod).
     replication_factor: int = Field(default=1, ge=1)
     readiness_timeout_s: float = Field(default=3.0, gt=0)
+    # How long a consumer loop retries one record whose handler fails
+    # transiently (attempts, seconds: the first reached) before parking it on
+    # the dead letters so its partition moves on. Longer waits (an endpoint
+    # down for hours) belong in the handler's own retry schedule.
+    consumer_retry_attempts: int = Field(default=10, ge=1)
+    consumer_retry_max_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Self:
@@ -61,8 +67,23 @@ class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The request line and headers together; beyond, 431 problem+json.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     # Public base URL, used in links (DCAT, AsyncAPI, Location headers).
     public_url: str | None = None
+
+
+class AuthSettings(BaseModel):
+    """Throttling of failed authentication, per client address (an IPv6
+    client counts per /64). A client may present ``max_failures`` bad keys at
+    once, then one more per ``failure_interval_s``; beyond that it gets 429
+    ``too-many-failed-authentications`` with Retry-After, without a database
+    lookup. Other clients are not affected. At most ``tracked_clients`` are
+    remembered (the one that failed least recently is forgotten first)."""
+
+    max_failures: int = Field(default=20, ge=1)
+    failure_interval_s: float = Field(default=1.0, gt=0)
+    tracked_clients: int = Field(default=100_000, ge=100)
 
 
 class WorkerHttpSettings(BaseModel):
@@ -88,6 +109,7 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     postgres: PostgresSettings = PostgresSettings()
     http: HttpSettings = HttpSettings()
+    auth: AuthSettings = AuthSettings()
     worker_http: WorkerHttpSettings = WorkerHttpSettings()
 
     @model_validator(mode="after")

@@ -24,19 +24,40 @@ import mode
 
 from datapolis_shared.http.worker import WorkerHttpServer
 from datapolis_shared.kafka import CONSUMED_OUTCOMES
+from datapolis_shared.kafka.options import ssl_context
 from datapolis_shared.metrics import ServiceMetrics
 from datapolis_shared.runtime import Runtime
-from datapolis_shared.settings import ServiceSettings
+from datapolis_shared.settings import KafkaSettings, ServiceSettings
 
 
-def broker_url(settings: ServiceSettings) -> str:
-    hosts = [h.strip() for h in settings.kafka.bootstrap_servers.split(",") if h.strip()]
-    return ";".join(f"kafka://{h}" for h in hosts)
+def broker_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """faust's ``broker`` and ``broker_credentials`` from the settings every
+    other Kafka client reads (``client_options``): the same hosts, TLS
+    context and SASL user, so a worker reaches a SASL_SSL cluster as the
+    producer and the consumer loops do."""
+    hosts = [h.strip() for h in kafka.bootstrap_servers.split(",") if h.strip()]
+    context = ssl_context(kafka)
+    credentials: faust.types.auth.CredentialsT | None = None
+    if kafka.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        # faust derives the protocol from the context: SASL_SSL with one,
+        # SASL_PLAINTEXT without.
+        credentials = faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    elif context is not None:
+        credentials = faust.SSLCredentials(context)
+    return {
+        "broker": ";".join(f"kafka://{h}" for h in hosts),
+        "broker_credentials": credentials,
+    }
 
 
 def create_faust_app(settings: ServiceSettings, *, app_id: str, **overrides: Any) -> faust.App:
     options: dict[str, Any] = {
-        "broker": broker_url(settings),
+        **broker_options(settings.kafka),
         "store": "memory://",
         "producer_acks": -1,
         "processing_guarantee": "at_least_once",

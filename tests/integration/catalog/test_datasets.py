@@ -111,7 +111,10 @@ async def test_registration_refusals_are_specific(catalog: CatalogApp) -> None:
     problem(await refused(OPERATOR, publisher_id="ghost"), 404, "organisation-not-found")
 
     # Text PostgreSQL cannot store is bad input too, never a 500.
-    problem(await refused(title="Compteurs\u0000"), 422, "unstorable-value")
+    unstorable = problem(await refused(title="Compteurs\u0000"), 422, "unstorable-value")
+    # In a plain sentence: PostgreSQL's own message stays in the log.
+    assert "byte sequence" not in unstorable["detail"]
+    assert "UTF8" not in unstorable["detail"]
     problem(await client.get("/datasets/%00", headers=org.publisher), 422, "unstorable-value")
 
     first = await refused()

@@ -97,7 +97,9 @@ async def test_dcat_ap_catalog_parses_as_rdf_with_every_dataset(
         assert graph.value(node, DCTERMS.license) is not None
         distribution = graph.value(node, DCAT.distribution)
         assert (distribution, RDF.type, DCAT.Distribution) in graph
-        assert graph.value(distribution, DCAT.accessURL) == node
+        public_page = URIRef(f"{base}/catalog/datasets/{dataset['slug']}")
+        assert graph.value(distribution, DCAT.accessURL) == public_page
+        assert graph.value(node, DCAT.landingPage) == public_page
         service = graph.value(distribution, DCAT.accessService)
         assert (service, RDF.type, DCAT.DataService) in graph
         assert graph.value(service, DCAT.endpointURL) == URIRef(base)

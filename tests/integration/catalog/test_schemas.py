@@ -140,3 +140,120 @@ async def test_schema_evolution(catalog: CatalogApp) -> None:
         (3, 2, f"data.{slug}.v2"),
     ]
     assert added_events[2]["json_schema"] == v3
+
+
+async def test_major_must_be_a_boolean_not_a_number(catalog: CatalogApp) -> None:
+    # The document says boolean; 0 or 1 taken for false or true would let a
+    # typo decide whether a new topic is made.
+    org = await catalog.organisation()
+    slug = unique_slug("meters")
+    await catalog.dataset(org, slug=slug)
+    url = f"/datasets/{slug}/schemas"
+    v2 = _evolved(voltage={"type": "number"})
+    for major in (0, 1, "true"):
+        refused = await catalog.client.post(
+            url, json={"json_schema": v2, "major": major}, headers=org.publisher
+        )
+        problem(refused, 422, "validation-failed")
+    versions = await catalog.client.get(url, headers=org.publisher)
+    assert [v["version"] for v in versions.json()] == [1]
+
+
+def _nested_schema(levels: int) -> dict[str, Any]:
+    """METER_SCHEMA with a property nested ``levels`` objects deep."""
+    inner: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        inner = {"type": "object", "properties": {"a": inner}}
+    return _evolved(deep=inner)
+
+
+async def test_schemas_that_are_not_json_schema_2020_12_are_refused_not_crashed_on(
+    catalog: CatalogApp,
+) -> None:
+    org = await catalog.organisation()
+    slug = unique_slug("meters")
+    await catalog.dataset(org, slug=slug)
+    odd_declarations: list[Any] = [7, ["https://json-schema.org/draft/2020-12/schema"], {}]
+
+    for declared in odd_declarations:
+        schema = {**METER_SCHEMA, "$schema": declared}
+        registered = await catalog.client.post(
+            "/datasets",
+            json={
+                "slug": unique_slug(),
+                "title": "Relevés",
+                "theme": "energy",
+                "licence": "odbl-1.0",
+                "access_level": "open",
+                "key_field": "meter_id",
+                "json_schema": schema,
+            },
+            headers=org.publisher,
+        )
+        problem(registered, 422, "invalid-json-schema")
+        added = await catalog.client.post(
+            f"/datasets/{slug}/schemas", json={"json_schema": schema}, headers=org.publisher
+        )
+        problem(added, 422, "invalid-json-schema")
+
+
+async def test_a_schema_nested_deeper_than_the_limit_is_refused_with_its_code(
+    catalog: CatalogApp,
+) -> None:
+    org = await catalog.organisation()
+    slug = unique_slug("meters")
+    await catalog.dataset(org, slug=slug)
+    url = f"/datasets/{slug}/schemas"
+
+    # 64 containers: the property nests 2 per level, under 2 of the schema.
+    within = await catalog.client.post(
+        url, json={"json_schema": _nested_schema(30)}, headers=org.publisher
+    )
+    assert within.status_code == 201, within.text
+
+    for levels in (40, 100, 400):
+        refused = await catalog.client.post(
+            url, json={"json_schema": _nested_schema(levels)}, headers=org.publisher
+        )
+        body = problem(refused, 422, "schema-too-deep")
+        assert body["max_depth"] == 64
+    registered = await catalog.client.post(
+        "/datasets",
+        json={
+            "slug": unique_slug(),
+            "title": "Relevés",
+            "theme": "energy",
+            "licence": "odbl-1.0",
+            "access_level": "open",
+            "key_field": "meter_id",
+            "json_schema": _nested_schema(100),
+        },
+        headers=org.publisher,
+    )
+    problem(registered, 422, "schema-too-deep")
+
+
+async def test_bodies_that_are_not_strict_json_are_refused_not_crashed_on(
+    catalog: CatalogApp,
+) -> None:
+    org = await catalog.organisation()
+    slug = unique_slug("meters")
+    await catalog.dataset(org, slug=slug)
+    schema = (
+        b'{"json_schema": {"type": "object", "properties": {"meter_id": {"type": "string"}, '
+        b'"kwh": {"type": "number", "minimum": %s}}}}'
+    )
+    for number in (b"NaN", b"Infinity", b"1e400", b"1" + b"0" * 5000):
+        refused = await catalog.client.post(
+            f"/datasets/{slug}/schemas",
+            content=schema % number,
+            headers={**org.publisher, "content-type": "application/json"},
+        )
+        problem(refused, 422, "validation-failed")
+    surrogate = await catalog.client.post(
+        "/organisations",
+        content=b'{"name": "Lone \\ud800 surrogate", "kind": "company", '
+        b'"contact_email": "a@example.org"}',
+        headers={**org.admin, "content-type": "application/json"},
+    )
+    problem(surrogate, 422, "validation-failed")

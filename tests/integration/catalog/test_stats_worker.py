@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from datapolis_shared.events.cloudevents import to_structured
 from datapolis_shared.events.ingest import BatchIngested
 from datapolis_shared.kafka import DEAD_LETTERS, OutgoingRecord, Producer
-from tests.conftest import TopicFactory
+from tests.conftest import TopicFactory, _free_port
 from tests.integration.catalog.conftest import CatalogApp
 
 
@@ -72,6 +72,8 @@ async def test_stats_worker_serves_live_stats(
         "CATALOG_STATS__SOURCE_TOPIC": source,
         "CATALOG_STATS__FLUSH_INTERVAL_S": "1",
         "CATALOG_STATS__DATA_DIR": str(tmp_path / "faust"),
+        # Its probe server, on a port of its own (8000, the default, may be taken).
+        "CATALOG_WORKER_HTTP__PORT": str(_free_port()),
     }
     pool = catalog.app.state.runtime.pool
     try:

@@ -167,13 +167,20 @@ async def test_refusals_are_problems_with_stable_codes(
     _problem(
         await post(url, json=[reading(0)], headers=other.headers), 403, "not-dataset-publisher"
     )
+    # A slug catalog would refuse cannot exist; a well-formed one ingest does
+    # not know may have been registered a moment ago (test_propagation.py).
     _problem(
         await post(
-            "/datasets/no-such-dataset/records", json=[reading(0)], headers=publisher.headers
+            "/datasets/No_Such_Dataset/records", json=[reading(0)], headers=publisher.headers
         ),
         404,
         "dataset-not-found",
     )
+    not_yet = await post(
+        "/datasets/no-such-dataset/records", json=[reading(0)], headers=publisher.headers
+    )
+    _problem(not_yet, 503, "dataset-not-known-yet")
+    assert not_yet.headers["retry-after"] == "1"
     _problem(
         await post(
             url, content=b"kwh=1", headers={**publisher.headers, "Content-Type": "text/csv"}

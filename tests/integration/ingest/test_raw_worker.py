@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,12 @@ from tests.integration.ingest.conftest import DatasetFactory, reading
 from tests.kafka_util import TopicTail, eventually, read_topic
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 async def worker(ingest_settings: IngestSettings) -> AsyncIterator[IngestSettings]:
     env = {
@@ -30,6 +37,8 @@ async def worker(ingest_settings: IngestSettings) -> AsyncIterator[IngestSetting
         "INGEST_KAFKA__BOOTSTRAP_SERVERS": ingest_settings.kafka.bootstrap_servers,
         "INGEST_POSTGRES__DSN": ingest_settings.postgres.dsn.get_secret_value(),
         "INGEST_POSTGRES__DB_SCHEMA": ingest_settings.postgres.db_schema,
+        # Its own probe port: the default (8000) may be another worker's.
+        "INGEST_WORKER_HTTP__PORT": str(_free_port()),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "datapolis_ingest", "worker", env=env
@@ -128,3 +137,36 @@ async def test_raw_records_are_validated_forwarded_and_committed(
         return sum(e["accepted"] for e in events if e["channel"] == "kafka") == 3
 
     await eventually(counted, timeout_s=40, interval_s=0.5)
+
+
+async def test_raw_records_nested_too_deep_are_dead_lettered_and_the_rest_forwarded(
+    worker: IngestSettings,
+    producer: Producer,
+    register_dataset: DatasetFactory,
+    kafka_bootstrap: str,
+    ingest_rejected_tail: TopicTail,
+) -> None:
+    dataset = await register_dataset(f"org-{worker.service_name}")
+    good = orjson.dumps(reading(0))
+    values = [
+        b'{"meter_id": "m-1", "deep": ' + b"[" * 300 + b"]" * 300 + b"}",  # parsed, then refused
+        good,
+        b"[" * 2000 + b"]" * 2000,  # too deep even to parse
+    ]
+    await producer.send_many([OutgoingRecord(dataset.raw_topic, v, b"k") for v in values])
+
+    records = await read_topic(kafka_bootstrap, dataset.data_topic, expect=1, timeout_s=40)
+    assert [r.value for r in records] == [good]
+
+    letters: list[dict[str, object]] = []
+
+    async def dead_lettered() -> bool:
+        found = await ingest_rejected_tail.read()
+        letters[:] = [
+            orjson.loads(r.value)["data"] for r in found if r.key == dataset.dataset_id.encode()
+        ]
+        return len({letter["source_offset"] for letter in letters}) >= 2
+
+    await eventually(dead_lettered, timeout_s=40, interval_s=0.5)
+    assert {letter["code"] for letter in letters} == {"record-too-deep"}
+    assert {letter["payload"] for letter in letters} == {v.decode() for v in (values[0], values[2])}

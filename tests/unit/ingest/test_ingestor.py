@@ -40,8 +40,11 @@ class OneDataset:
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
 
-    def require(self, slug: str) -> Dataset:
+    def require(self, slug: str, *, asker: str) -> Dataset:
         return self.dataset
+
+    def require_version(self, dataset: Dataset, version: int, *, asker: str) -> None:
+        return None
 
 
 def _ingestor(sink: FakeSink, **settings: int) -> Ingestor:

@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse
 import datapolis_catalog
 from datapolis_catalog.api import datasets, exports, organisations
 from datapolis_catalog.api.deps import Catalog
+from datapolis_catalog.api.problems import UNSTORABLE_VALUE
 from datapolis_catalog.datasets import Links
 from datapolis_catalog.provisioning import Provisioner
 from datapolis_catalog.settings import CatalogSettings
-from datapolis_shared.auth import ApiKeyStore
+from datapolis_shared.auth import ApiKeyStore, FailedAuthThrottle
 from datapolis_shared.http import problems
 from datapolis_shared.http.app import create_service_app
 from datapolis_shared.runtime import Runtime
@@ -29,11 +30,13 @@ async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
     """PostgreSQL refused a value of the request (a NUL character in a text, a
     \\u0000 escape in a JSON Schema): the input is bad, so a 422, not a 500."""
     assert isinstance(exc, asyncpg.exceptions.DataError)
+    # PostgreSQL's own words (encodings, byte values) are for the log only.
     log.warning("refused a value PostgreSQL cannot store: %s", exc)
     return problems.problem(
         422,
-        "unstorable-value",
-        f"the request holds a value that cannot be stored: {exc}",
+        UNSTORABLE_VALUE.code,
+        "the request holds a value that cannot be stored, such as a NUL character "
+        "(\\u0000) in a text",
         instance=request.url.path,
     )
 
@@ -53,6 +56,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             runtime.pool,
             operator_key=catalog_settings.operator_key.get_secret_value(),
             cache_ttl_s=catalog_settings.key_cache_ttl_s,
+            throttle=FailedAuthThrottle(catalog_settings.auth),
         )
         provisioner = Provisioner(
             runtime.pool,
@@ -81,21 +85,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         routers=[organisations.router, datasets.router, exports.router],
         on_connected=on_connected,
         sync_keys=False,
+        lifespans=[_stop_provisioner],
+        input_codes=[UNSTORABLE_VALUE],
     )
     app.add_exception_handler(asyncpg.exceptions.DataError, _unstorable_value)
-    runtime_lifespan = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
-        async with runtime_lifespan(app_):
-            try:
-                yield
-            finally:
-                # Before the runtime closes the pool the reconciliation uses.
-                catalog: Catalog | None = getattr(app_.state, "catalog", None)
-                if catalog is not None:
-                    await catalog.provisioner.stop()
-                    app_.state.catalog = None
-
-    app.router.lifespan_context = lifespan
     return app
+
+
+@asynccontextmanager
+async def _stop_provisioner(app: FastAPI) -> AsyncIterator[None]:
+    # Left before the runtime closes the pool the reconciliation uses.
+    try:
+        yield
+    finally:
+        catalog: Catalog | None = getattr(app.state, "catalog", None)
+        if catalog is not None:
+            await catalog.provisioner.stop()
+            app.state.catalog = None

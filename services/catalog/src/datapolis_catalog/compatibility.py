@@ -6,11 +6,16 @@ described is still there.** So the topic's history, producers still sending the
 previous shape, and consumers written against the previous version keep working.
 A schema may therefore only *widen*: add optional properties, add enum values,
 relax bounds, accept more types (``integer`` -> ``number``, ``string`` ->
-``["string", "null"]``). It may not add a required property without a
-``default``, remove a property, narrow or change a type, tighten an enum, a
-bound, a pattern or a format, or close ``additionalProperties``. The key and
-subject fields may not change type at all (widening them would break partitioning
-and consent matching).
+``["string", "null"]``). It may not require a property that was optional or
+absent, remove a property, narrow or change a type, tighten an enum, a bound, a
+pattern or a format, or close ``additionalProperties``. The key and subject
+fields may not change type at all (widening them would break partitioning and
+consent matching).
+
+A newly required property is refused even when it declares a ``default``. In
+JSON Schema ``default`` is an annotation: no validator fills it in (unlike an
+Avro reader), and ingest validates every record against the newest version,
+so a producer still sending the previous shape would see its records refused.
 
 Keywords whose effect cannot be compared structurally (``anyOf``, ``oneOf``,
 ``not``, ``if``/``then``/``else``, remote ``$ref``...) are accepted when
@@ -317,13 +322,18 @@ class _Checker:
             if name in old_required:
                 continue
             prop = new_props.get(name)
-            if isinstance(prop, dict) and "default" in prop:
-                continue
+            # A default does not help: JSON Schema validation never fills it in.
+            with_default = isinstance(prop, dict) and "default" in prop
             self.add(
                 path + pointer("properties", name),
                 "required-added",
-                f"property '{name}' is now required and has no default: "
-                "records valid under the previous version may lack it",
+                f"property '{name}' is now required: records valid under the previous "
+                "version may lack it"
+                + (
+                    " (its default is only an annotation: validation does not fill it in)"
+                    if with_default
+                    else ""
+                ),
             )
         old_extra = old.get("additionalProperties", True)
         new_extra = new.get("additionalProperties", True)

@@ -35,6 +35,7 @@ from datapolis_shared.auth import Principal
 from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from datapolis_shared.events import data_topic, raw_topic
 from datapolis_shared.events.catalog import (
+    DatasetChanges,
     DatasetRegistered,
     DatasetRetired,
     DatasetUpdated,
@@ -162,7 +163,39 @@ class DatasetMetadata(BaseModel):
         return _normalise_keywords(value)
 
 
+_METER_SCHEMA_EXAMPLE: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "meter_id": {"type": "string"},
+        "kwh": {"type": "number", "minimum": 0},
+        "measured_at": {"type": "string", "format": "date-time"},
+    },
+    "required": ["meter_id", "kwh", "measured_at"],
+}
+
+
 class NewDataset(DatasetMetadata):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "slug": "energy-meters",
+                    "title": "Consommation électrique des ménages",
+                    "description": "Relevés horaires des compteurs communicants.",
+                    "theme": "energy",
+                    "keywords": ["compteurs"],
+                    "licence": "odbl-1.0",
+                    "access_level": "open",
+                    "key_field": "meter_id",
+                    "update_frequency": "hourly",
+                    "spatial_coverage": "Métropole de Lyon",
+                    "json_schema": _METER_SCHEMA_EXAMPLE,
+                }
+            ]
+        }
+    )
+
     slug: str = Field(pattern=SLUG_PATTERN, description="Lower-case name used in topic names.")
     access_level: AccessLevel
     publisher_id: str | None = Field(
@@ -183,7 +216,12 @@ class DatasetPatch(BaseModel):
     """PATCH body: only the fields given change. The access level, key and
     subject fields are fixed at registration; partitions may only grow."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"description": "Relevés horaires, corrigés.", "retention_days": 14}]
+        },
+    )
 
     title: str | None = Field(default=None, min_length=3, max_length=300)
     description: str | None = Field(default=None, max_length=20_000)
@@ -223,11 +261,27 @@ class DatasetPatch(BaseModel):
 
 
 class NewSchemaVersion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "json_schema": {
+                        **_METER_SCHEMA_EXAMPLE,
+                        "properties": {
+                            **_METER_SCHEMA_EXAMPLE["properties"],
+                            "tariff": {"type": "string"},
+                        },
+                    }
+                }
+            ]
+        },
+    )
 
     json_schema: dict[str, Any]
     major: bool = Field(
         default=False,
+        strict=True,  # 0 or "yes" is a mistake here, not a decision about topics
         description="Declare a breaking change: a new major version on its own topic.",
     )
 
@@ -464,8 +518,8 @@ async def _locked_dataset(conn: Connection, slug: str) -> Any:
 # -- use cases -----------------------------------------------------------------
 
 
-async def get_dataset(pool: Pool, slug: str) -> Dataset:
-    row = await pool.fetchrow(SELECT_DATASET, slug)
+async def get_dataset(db: Connection | Pool, slug: str) -> Dataset:
+    row = await db.fetchrow(SELECT_DATASET, slug)
     if row is None:
         raise NotFound(f"no dataset {slug!r}", code="dataset-not-found")
     return dataset_from_row(row)
@@ -608,7 +662,9 @@ async def update_dataset(
                 raise InvalidInput(f"{required} cannot be removed", code="field-required")
         changes = {k: v for k, v in requested.items() if current[k] != v}
         if not changes:
-            return await get_dataset(pool, slug)
+            # On this connection: a second one from the pool, taken while this
+            # one is held, would exhaust the pool under load.
+            return await get_dataset(conn, slug)
         merged = {**current, **changes}
         if row["access_level"] == "open" and merged["licence"] not in OPEN_LICENCES:
             raise InvalidInput(
@@ -638,7 +694,12 @@ async def update_dataset(
                 merged["retention_days"] * DAY_MS,
             )
         await outbox.enqueue(
-            conn, DatasetUpdated(dataset_id=row["dataset_id"], slug=slug, changes=changes)
+            conn,
+            DatasetUpdated(
+                dataset_id=row["dataset_id"],
+                slug=slug,
+                changes=DatasetChanges.model_validate(changes),
+            ),
         )
     if topics_changed:
         await provisioner.provision_after_commit(row["dataset_id"])
@@ -656,8 +717,8 @@ async def retire_dataset(pool: Pool, caller: Principal, slug: str) -> Dataset:
     return await get_dataset(pool, slug)
 
 
-async def get_schema_version(pool: Pool, slug: str, version: int) -> SchemaVersion:
-    row = await pool.fetchrow(SELECT_SCHEMA_VERSION, slug, version)
+async def get_schema_version(db: Connection | Pool, slug: str, version: int) -> SchemaVersion:
+    row = await db.fetchrow(SELECT_SCHEMA_VERSION, slug, version)
     if row is None:
         raise NotFound(f"dataset {slug!r} has no schema version {version}", code="schema-not-found")
     return _schema_version(row)
@@ -690,7 +751,7 @@ async def add_schema_version(
             await conn.fetchval(SELECT_CURRENT_SCHEMA, row["dataset_id"], row["schema_version"])
         )
         if _canonical(previous) == _canonical(command.json_schema) and not command.major:
-            current = await get_schema_version(pool, slug, row["schema_version"])
+            current = await get_schema_version(conn, slug, row["schema_version"])
             return SchemaVersionResult(**current.model_dump(), created=False)
         changes = backward_incompatibilities(
             previous,

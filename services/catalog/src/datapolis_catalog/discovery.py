@@ -22,9 +22,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from datapolis_catalog.datasets import DATASET_COLUMNS, DATASET_FROM, Dataset, dataset_from_row
+from datapolis_catalog.datasets import (
+    DATASET_COLUMNS,
+    DATASET_FROM,
+    Dataset,
+    dataset_from_row,
+    get_dataset,
+)
+from datapolis_catalog.organisations import PublisherProfile, publisher_profile
 from datapolis_catalog.vocabulary import ACCESS_LEVELS, THEMES
-from datapolis_shared.errors import InvalidInput
+from datapolis_shared.errors import InvalidInput, NotFound
 from datapolis_shared.postgres.pool import Pool
 
 MAX_LIMIT = 100
@@ -137,3 +144,12 @@ async def active_datasets(pool: Pool) -> list[Dataset]:
         if page.next_cursor is None:
             return datasets
         cursor = page.next_cursor
+
+
+async def public_dataset(pool: Pool, slug: str) -> tuple[Dataset, PublisherProfile]:
+    """One active dataset and its publisher, as the public exports show them.
+    A retired dataset is not found: the exports no longer list it."""
+    dataset = await get_dataset(pool, slug)
+    if dataset.status != "active":
+        raise NotFound(f"no dataset {slug!r}", code="dataset-not-found")
+    return dataset, await publisher_profile(pool, dataset.publisher.org_id)

@@ -14,6 +14,7 @@ manages everyone's.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,14 @@ SELECT org_id, name, kind, contact_email, created_at FROM organisations WHERE or
 SELECT_ORGANISATIONS = """
 SELECT org_id, name, kind, contact_email, created_at FROM organisations ORDER BY lower(name)
 """
+# The publishers of active datasets, as public exports describe them.
+SELECT_PUBLISHER_PROFILES = """
+SELECT o.org_id, o.name, o.kind, o.contact_email FROM organisations o
+WHERE EXISTS (SELECT 1 FROM datasets d WHERE d.publisher_id = o.org_id AND d.status = 'active')
+"""
+SELECT_PUBLISHER_PROFILE = """
+SELECT org_id, name, kind, contact_email FROM organisations WHERE org_id = $1
+"""
 SET_KEY_LABEL = "UPDATE api_keys SET label = $2 WHERE key_id = $1"
 SELECT_KEYS = """
 SELECT key_id, org_id, scopes, label, issued_at, revoked_at FROM api_keys
@@ -51,11 +60,27 @@ WHERE key_id = $1 AND org_id = $2 FOR UPDATE
 
 
 class NewOrganisation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Métropole de Lyon",
+                    "kind": "public-authority",
+                    "contact_email": "data@example.org",
+                }
+            ]
+        },
+    )
 
     name: str = Field(min_length=2, max_length=200)
     kind: OrganisationKind
-    contact_email: str = Field(pattern=EMAIL_PATTERN, max_length=254)
+    contact_email: str = Field(
+        pattern=EMAIL_PATTERN,
+        max_length=254,
+        description="A functional address: once the organisation publishes a dataset, it is "
+        "the dataset's public contact point (DCAT-AP export and public page).",
+    )
 
 
 class Organisation(BaseModel):
@@ -67,8 +92,25 @@ class Organisation(BaseModel):
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class PublisherProfile:
+    """What the public exports say of a dataset's publisher. Its contact email
+    is the contact point of the datasets it publishes (DCAT-AP
+    ``dcat:contactPoint``), so it is public for publishers of active datasets."""
+
+    org_id: str
+    name: str
+    kind: OrganisationKind
+    contact_email: str
+
+
 class NewApiKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"scopes": ["publish", "ingest", "read"], "label": "meters"}]
+        },
+    )
 
     scopes: list[str] = Field(min_length=1, max_length=len(SCOPES))
     label: str | None = Field(default=None, max_length=200)
@@ -224,3 +266,22 @@ async def revoke(pool: Pool, caller: Principal, org_id: str, key_id: str) -> Api
             conn, ApiKeyRevoked(key_id=key_id, org_id=org_id, revoked_at=revoked_at)
         )
     return _api_key({**dict(row), "revoked_at": revoked_at})
+
+
+def _publisher_profile(row: Any) -> PublisherProfile:
+    return PublisherProfile(
+        org_id=row["org_id"], name=row["name"], kind=row["kind"], contact_email=row["contact_email"]
+    )
+
+
+async def publisher_profiles(pool: Pool) -> dict[str, PublisherProfile]:
+    """The publishers of every active dataset, by organisation id."""
+    rows = await pool.fetch(SELECT_PUBLISHER_PROFILES)
+    return {row["org_id"]: _publisher_profile(row) for row in rows}
+
+
+async def publisher_profile(pool: Pool, org_id: str) -> PublisherProfile:
+    row = await pool.fetchrow(SELECT_PUBLISHER_PROFILE, org_id)
+    if row is None:
+        raise NotFound(f"no organisation {org_id!r}", code="organisation-not-found")
+    return _publisher_profile(row)

@@ -21,7 +21,7 @@ import contextlib
 import logging
 from typing import Any
 
-from datapolis_shared.errors import Unavailable
+from datapolis_shared.errors import Unavailable, public_message
 from datapolis_shared.kafka import TopicSpec, converge_topics
 from datapolis_shared.postgres.pool import Pool
 from datapolis_shared.settings import KafkaSettings
@@ -53,6 +53,13 @@ def topic_spec(name: str, *, partitions: int, retention_ms: int) -> TopicSpec:
     return TopicSpec(
         name, partitions, {"retention.ms": str(retention_ms), "cleanup.policy": "delete"}
     )
+
+
+def _plain(exc: Exception) -> str:
+    """What readiness (answered to anyone) may say: the driver's words stay in the log."""
+    if isinstance(exc, Unavailable):
+        return public_message(exc)
+    return "an unexpected error (see the service's log)"
 
 
 class Provisioner:
@@ -93,7 +100,7 @@ class Provisioner:
             async with asyncio.timeout(self._timeout_s):
                 changes = await converge_topics(self.kafka, specs)
         except (Unavailable, TimeoutError) as exc:
-            self.last_error = exc.message if isinstance(exc, Unavailable) else "timed out"
+            self.last_error = public_message(exc) if isinstance(exc, Unavailable) else "timed out"
             log.warning(
                 "topics %s not converged yet (%s); the reconciliation will retry",
                 ", ".join(s.name for s in specs),
@@ -127,7 +134,7 @@ class Provisioner:
         try:
             return await self.provision(dataset_id)
         except Exception as exc:
-            self.last_error = repr(exc)
+            self.last_error = _plain(exc)
             log.warning("topics of dataset %s left to the reconciliation: %r", dataset_id, exc)
             return False
 
@@ -157,6 +164,6 @@ class Provisioner:
                 raise
             except Exception as exc:
                 # PostgreSQL down: nothing is lost, the rows wait for the next round.
-                self.last_error = repr(exc)
+                self.last_error = _plain(exc)
                 log.warning("topic reconciliation failed: %r", exc)
             await asyncio.sleep(self._interval_s)

@@ -8,6 +8,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from datapolis_shared.errors import InvalidInput
+from datapolis_shared.limits import MAX_SCHEMA_DEPTH, SCHEMA_TOO_DEEP, exceeds_depth
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
@@ -20,8 +21,19 @@ def check_dataset_schema(
 ) -> None:
     """Raise :class:`InvalidInput` unless ``schema`` is a valid JSON Schema
     2020-12 describing objects that carry the dataset's key and subject fields."""
+    # Before anything recursive runs over it (the metaschema check, the
+    # compatibility rules, the validators): past the limit they exhaust the
+    # interpreter's stack.
+    if exceeds_depth(schema, MAX_SCHEMA_DEPTH):
+        raise InvalidInput(
+            f"a schema nests at most {MAX_SCHEMA_DEPTH} objects or arrays deep",
+            code=SCHEMA_TOO_DEEP,
+            max_depth=MAX_SCHEMA_DEPTH,
+        )
     declared = schema.get("$schema")
-    if declared is not None and declared.rstrip("#") != DRAFT_2020_12:
+    if declared is not None and (
+        not isinstance(declared, str) or declared.rstrip("#") != DRAFT_2020_12
+    ):
         raise InvalidInput(
             f"the schema declares $schema {declared!r}; datapolis speaks JSON Schema 2020-12 "
             f"({DRAFT_2020_12})",

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from datapolis_catalog.vocabulary import OrganisationKind
 from datapolis_shared.events import INGEST_EVENTS
 from datapolis_shared.settings import HttpSettings, ServiceSettings
 
@@ -51,3 +52,10 @@ class CatalogSettings(ServiceSettings):
     # How the exports name this catalog and its publisher (the operator).
     catalog_title: str = "datapolis metropolitan data catalogue"
     catalog_publisher_name: str = "Metropolitan data service (operator)"
+    # What kind of organisation the operator is (its ADMS publisher type).
+    catalog_publisher_kind: OrganisationKind = "public-authority"
+    # The operator's public contact address: the contact point of the catalog
+    # and of its data service in the DCAT-AP export (none when unset).
+    catalog_contact_email: str | None = Field(
+        default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254
+    )

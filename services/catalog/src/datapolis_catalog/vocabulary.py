@@ -62,3 +62,63 @@ LICENCE_URIS: dict[str, str] = {
     "cc-by-sa-4.0": "https://creativecommons.org/licenses/by-sa/4.0/",
     "cc0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
 }
+
+# Labels of the authority-table entries the export uses, so a harvester that
+# does not load the tables still shows a name (DCAT-AP wants a skos:prefLabel
+# on every concept).
+EU_DATA_THEME_LABELS: dict[str, str] = {
+    "ENER": "Energy",
+    "ENVI": "Environment",
+    "TRAN": "Transport",
+    "SOCI": "Population and society",
+    "GOVE": "Government and public sector",
+    "OP_DATPRO": "Provisional data",
+}
+EU_ACCESS_RIGHT_LABELS: dict[str, str] = {
+    "PUBLIC": "public",
+    "RESTRICTED": "restricted",
+    "NON_PUBLIC": "non-public",
+}
+EU_FREQUENCY_LABELS: dict[str, str] = {
+    "UPDATE_CONT": "continuously updated",
+    "HOURLY": "hourly",
+    "DAILY": "daily",
+    "WEEKLY": "weekly",
+    "MONTHLY": "monthly",
+    "ANNUAL": "annual",
+    "IRREG": "irregular",
+    "UNKNOWN": "unknown",
+}
+
+# Every distribution is a topic of JSON records (the value of each Kafka
+# record is the record's own JSON).
+EU_FILE_TYPE = "http://publications.europa.eu/resource/authority/file-type/"
+# A dataset's topic lives as long as the dataset: STABLE in the EU
+# planned-availability table (records themselves age out after the dataset's
+# retention, which the distribution's description states).
+EU_PLANNED_AVAILABILITY = "http://publications.europa.eu/resource/authority/planned-availability/"
+
+# The ADMS publisher types (dct:type of a foaf:Agent). "other" maps to none:
+# nothing true can be said of it.
+ADMS_PUBLISHER_TYPE = "http://purl.org/adms/publishertype/"
+PUBLISHER_TYPES: dict[str, tuple[str, str]] = {
+    # The platform serves a metropolis: its public authorities are local ones.
+    "public-authority": ("LocalAuthority", "Local Authority"),
+    "company": ("Company", "Company"),
+    "association": ("NonProfitOrganisation", "Non-Profit Organisation"),
+    "research": ("Academia-ScientificOrganisation", "Academia/Scientific organisation"),
+}
+
+# The ADMS licence types (dct:type of a dct:LicenseDocument).
+ADMS_LICENCE_TYPE = "http://purl.org/adms/licencetype/"
+_ATTRIBUTION = ("Attribution", "Attribution")
+_SHARE_ALIKE = ("ViralEffect-ShareAlike", "Viral effect (share-alike)")
+LICENCE_TYPES: dict[str, tuple[tuple[str, str], ...]] = {
+    "etalab-2.0": (_ATTRIBUTION,),
+    "odbl-1.0": (_ATTRIBUTION, _SHARE_ALIKE),
+    "cc-by-4.0": (_ATTRIBUTION,),
+    "cc-by-sa-4.0": (_ATTRIBUTION, _SHARE_ALIKE),
+    "cc0-1.0": (("PublicDomain", "Public domain"),),
+    # Conditions defined in a sharing agreement with the publisher.
+    "proprietary": (("OtherRestrictiveClauses", "Other restrictive clauses"),),
+}

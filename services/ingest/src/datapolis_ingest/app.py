@@ -13,12 +13,18 @@ import datapolis_ingest
 from datapolis_ingest.api import router
 from datapolis_ingest.idempotency import IdempotencyStore
 from datapolis_ingest.ingestion import DedupWindows, Ingestor
+from datapolis_ingest.limits import RecordSizeLimits
 from datapolis_ingest.registry import DatasetRegistry
 from datapolis_ingest.settings import IngestSettings
 from datapolis_ingest.stats import StatsAggregator
 from datapolis_shared.events.base import CATALOG_EVENTS
 from datapolis_shared.http.app import create_service_app
-from datapolis_shared.kafka import ConsumerLoop, OutgoingRecord, Producer
+from datapolis_shared.kafka import (
+    ConsumerLoop,
+    OutgoingRecord,
+    Producer,
+    topic_max_message_bytes,
+)
 from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import ServiceSettings
 
@@ -59,7 +65,11 @@ async def start_registry(
     every process learns all changes from the tables' announcements. The
     caller stops the registry (``DatasetRegistry.stop``) before the runtime.
     """
-    registry = DatasetRegistry(runtime.pool, catalog_url=settings.catalog_url)
+    registry = DatasetRegistry(
+        runtime.pool,
+        catalog_url=settings.catalog_url,
+        propagation_bound_s=settings.propagation_bound_s,
+    )
     await registry.start()
     runtime.checks["dataset-registry-listener"] = registry.problem
 
@@ -73,10 +83,22 @@ async def start_registry(
         topics=[CATALOG_EVENTS],
         handler=handle,
         producer=runtime.require_producer(),
+        dependencies=[runtime.ping_postgres],
+        track_behind=True,
     )
     runtime.consumers.append(loop)
+    registry.follow_progress(lambda: loop.behind)
     loop.start()
     return registry
+
+
+def record_size_limits(settings: IngestSettings, producer: Producer) -> RecordSizeLimits:
+    """Each dataset topic's own max.message.bytes, read from Kafka."""
+
+    async def read(topic: str) -> int | None:
+        return await topic_max_message_bytes(settings.kafka, topic)
+
+    return RecordSizeLimits(read, max_request_size=producer.max_request_size)
 
 
 async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
@@ -118,7 +140,23 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             idempotency=idempotency,
             stats=stats,
             windows=DedupWindows(window_s=config.dedup_window_s, max_ids=config.dedup_max_ids),
+            sizes=record_size_limits(config, runtime.require_producer()),
         )
+
+    @contextlib.asynccontextmanager
+    async def stop_ingestion(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # Before the runtime stops the producer: the last stats go out.
+            if purge is not None:
+                purge.cancel()
+            if stats is not None:
+                await stats.stop()
+            # Before the runtime closes the pool, which waits for the
+            # registry's LISTEN connection.
+            if registry is not None:
+                await registry.stop()
 
     app = create_service_app(
         config,
@@ -127,24 +165,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         routers=[router],
         on_connected=on_connected,
         sync_keys=True,
+        lifespans=[stop_ingestion],
     )
-    runtime_lifespan = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime_lifespan(app):
-            try:
-                yield
-            finally:
-                # Before the runtime stops the producer: the last stats go out.
-                if purge is not None:
-                    purge.cancel()
-                if stats is not None:
-                    await stats.stop()
-                # Before the runtime closes the pool, which waits for the
-                # registry's LISTEN connection.
-                if registry is not None:
-                    await registry.stop()
-
-    app.router.lifespan_context = lifespan
     return app

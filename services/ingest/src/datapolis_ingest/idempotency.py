@@ -106,7 +106,9 @@ class IdempotencyStore:
                     )
                 return bytes(row["response"])
         except _PG_ERRORS as exc:
-            raise Unavailable(f"PostgreSQL is unavailable: {exc!r}", retry_after_s=2) from exc
+            raise Unavailable(
+                "PostgreSQL is unavailable; try again later", retry_after_s=2
+            ) from exc
         raise Conflict(
             "this Idempotency-Key is contended; retry", code="idempotency-key-in-progress"
         )

@@ -21,6 +21,7 @@ import orjson
 
 from datapolis_ingest.dedup import RecordIdWindow
 from datapolis_ingest.idempotency import Claim, IdempotencyStore, check_key, request_hash
+from datapolis_ingest.limits import DEFAULT_MAX_RECORD_BYTES, RecordSizeLimits
 from datapolis_ingest.ports import RecordSink
 from datapolis_ingest.records import (
     Preparer,
@@ -47,7 +48,9 @@ class Answer:
 
 
 class Datasets(Protocol):
-    def require(self, slug: str) -> Dataset: ...
+    def require(self, slug: str, *, asker: str) -> Dataset: ...
+
+    def require_version(self, dataset: Dataset, version: int, *, asker: str) -> None: ...
 
 
 class DedupWindows:
@@ -76,6 +79,7 @@ class Ingestor:
         idempotency: IdempotencyStore,
         stats: StatsAggregator,
         windows: DedupWindows,
+        sizes: RecordSizeLimits | None = None,
     ) -> None:
         self._max_records = settings.max_batch_records
         self._max_in_flight = settings.max_in_flight_records
@@ -84,6 +88,7 @@ class Ingestor:
         self._idempotency = idempotency
         self._stats = stats
         self._windows = windows
+        self._sizes = sizes
         self.in_flight = 0
 
     async def ingest(
@@ -94,9 +99,12 @@ class Ingestor:
         body: bytes,
         body_format: BodyFormat,
         idempotency_key: str | None = None,
+        schema_version: int | None = None,
     ) -> Answer:
+        """``schema_version``: the version the producer's records follow, as
+        catalog answered it; they are never validated under an older one."""
         caller.require(INGEST_SCOPE)
-        dataset = self._registry.require(slug)
+        dataset = self._registry.require(slug, asker=caller.org_id)
         if caller.org_id != dataset.publisher_id:
             raise Forbidden(
                 f"only the publisher of {slug!r} may push its records",
@@ -104,6 +112,8 @@ class Ingestor:
                 slug=slug,
             )
         validator = dataset.accepting()
+        if schema_version is not None:
+            self._registry.require_version(dataset, schema_version, asker=caller.org_id)
 
         claim: Claim | None = None
         if idempotency_key is not None:
@@ -151,8 +161,17 @@ class Ingestor:
         sink = self._sink()  # Unavailable before Kafka is connected: nothing reserved yet
 
         window = self._windows.for_dataset(dataset.dataset_id)
+        max_record_bytes = (
+            await self._sizes.for_topic(dataset.topic)
+            if self._sizes is not None
+            else DEFAULT_MAX_RECORD_BYTES
+        )
         preparer = Preparer(
-            dataset, validator, producer=caller.org_id, id_prefix=f"{uuid.uuid4()}-"
+            dataset,
+            validator,
+            producer=caller.org_id,
+            id_prefix=f"{uuid.uuid4()}-",
+            max_record_bytes=max_record_bytes,
         )
         now = time.monotonic()
         prepared = preparer.prepare(items, window, now, raws=raws)

@@ -20,18 +20,31 @@ import msgspec
 import orjson
 
 from datapolis_ingest.dedup import RecordIdWindow
+from datapolis_ingest.limits import (
+    DEAD_LETTER_HEAD_DEPTH,
+    DEFAULT_MAX_RECORD_BYTES,
+    RECORD_TOO_LARGE,
+    SIZE_SCREEN_MARGIN,
+    OverLimit,
+    screen_depth,
+    size_error,
+    too_deep,
+    too_deep_text,
+)
 from datapolis_ingest.registry import Dataset
 from datapolis_ingest.validation import FieldError, Validator
 from datapolis_shared.errors import InvalidInput
 from datapolis_shared.events.cloudevents import binary_headers, to_structured
 from datapolis_shared.events.ingest import RecordError, RecordRejected
 from datapolis_shared.kafka import OutgoingRecord
+from datapolis_shared.limits import MAX_RECORD_DEPTH, clipped
 
 Channel = Literal["http", "kafka"]
 # The field of a record that carries its id (see the README: idempotency).
 RECORD_ID_FIELD = "id"
 # A dead letter's payload is cut beyond this, so it always fits a Kafka message.
 MAX_DEAD_LETTER_PAYLOAD_BYTES = 256 * 1024
+BODY_TOO_DEEP = "body-too-deep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,8 @@ class Rejection:
     source_topic: str | None = None
     source_partition: int | None = None
     source_offset: int | None = None
+    # Set when a limit refused the record (see ``limits``).
+    code: str | None = None
 
 
 @dataclass(slots=True)
@@ -73,10 +88,15 @@ def _position(body: bytes, pos: int) -> tuple[int, int]:
     return line, column
 
 
+def _depth_exceeded(exc: orjson.JSONDecodeError) -> bool:
+    return exc.msg.startswith("depth limit")
+
+
 def parse_json_batch(body: bytes) -> tuple[list[Any], list[bytes | None] | None]:
     """Records of a JSON array (a single object is a batch of one), with each
     record's own bytes as they came, so a valid record goes to Kafka without
-    being serialized again.
+    being serialized again. A record nested too deep is an :class:`OverLimit`
+    item, rejected on its own.
 
     orjson parses (and words the errors); msgspec then only scans the array
     for where each element starts and ends, about a quarter of a parse. If
@@ -86,6 +106,13 @@ def parse_json_batch(body: bytes) -> tuple[list[Any], list[bytes | None] | None]
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if _depth_exceeded(exc):
+            raise InvalidInput(
+                f"the body nests deeper than JSON parsing allows; "
+                f"a record nests at most {MAX_RECORD_DEPTH} objects or arrays deep",
+                code=BODY_TOO_DEEP,
+                max_depth=MAX_RECORD_DEPTH,
+            ) from exc
         line, column = _position(body, exc.pos)
         raise InvalidInput(
             f"the body is not valid JSON: {exc.msg} at line {line}, column {column}",
@@ -95,9 +122,9 @@ def parse_json_batch(body: bytes) -> tuple[list[Any], list[bytes | None] | None]
             position=exc.pos,
         ) from exc
     if isinstance(parsed, list):
-        return parsed, _element_bytes(body, len(parsed))
+        return screen_depth(parsed, body=body), _element_bytes(body, len(parsed))
     if isinstance(parsed, dict):
-        return [parsed], [body.strip()]
+        return [too_deep(parsed) or parsed], [body.strip()]
     raise InvalidInput("the body must be a JSON array of records (objects)", code="not-a-batch")
 
 
@@ -125,26 +152,48 @@ def parse_ndjson(body: bytes) -> tuple[list[Any], list[bytes | None]]:
         if not stripped:
             continue
         try:
-            items.append(orjson.loads(stripped))
-            raws.append(stripped)
+            item = orjson.loads(stripped)
         except orjson.JSONDecodeError as exc:
             text = stripped.decode("utf-8", errors="replace")
+            if _depth_exceeded(exc):
+                items.append(too_deep_text(text, number))
+                raws.append(None)
+                continue
             items.append(
                 Malformed(number, text, f"not valid JSON: {exc.msg} at column {exc.pos + 1}")
             )
             raws.append(None)
+            continue
+        refused = too_deep(item, stripped, number)
+        items.append(item if refused is None else refused)
+        raws.append(stripped if refused is None else None)
     return items, raws
 
 
 class Preparer:
     """Turns a dataset's batch into Kafka records, under one schema version."""
 
-    __slots__ = ("_base_headers", "_dataset", "_id_prefix", "_topic", "_validator")
+    __slots__ = (
+        "_base_headers",
+        "_dataset",
+        "_id_prefix",
+        "_max_record_bytes",
+        "_topic",
+        "_validator",
+    )
 
     def __init__(
-        self, dataset: Dataset, validator: Validator, *, producer: str, id_prefix: str
+        self,
+        dataset: Dataset,
+        validator: Validator,
+        *,
+        producer: str,
+        id_prefix: str,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self._dataset = dataset
+        # The largest Kafka record the dataset topic takes (see ``limits``).
+        self._max_record_bytes = max_record_bytes
         self._validator = validator
         self._topic = dataset.topic
         self._id_prefix = id_prefix
@@ -176,6 +225,8 @@ class Preparer:
         base = self._base_headers
         topic = self._topic
         id_prefix = self._id_prefix
+        max_record_bytes = self._max_record_bytes
+        size_screen = max_record_bytes - SIZE_SCREEN_MARGIN
         dumps = orjson.dumps
         is_known = window.is_known
         reserve = window.reserve
@@ -262,11 +313,20 @@ class Preparer:
                     continue
                 headers.append(("ce_subject", subject))
 
+            raw = raws[index] if raws is not None else None
+            value = raw or dumps(item)
+            # Inline the cheap bound of ``size_error``: most records are far below.
+            if (len(value) << 2) + (len(key) if key else 0) > size_screen:
+                too_large = size_error(value, key, headers, max_record_bytes)
+                if too_large is not None:
+                    out.rejections.append(
+                        Rejection(index, [FieldError("", too_large)], item, code=RECORD_TOO_LARGE)
+                    )
+                    continue
             if own_id:
                 reserve(record_id)
                 reserved.append(record_id)
-            raw = raws[index] if raws is not None else None
-            outgoing.append(record(topic, raw or dumps(item), key, headers))
+            outgoing.append(record(topic, value, key, headers))
         return out
 
 
@@ -280,6 +340,10 @@ def _scalar_bytes(value: Any) -> bytes | None:
 
 
 def _not_an_object(index: int, item: Any) -> Rejection:
+    if isinstance(item, OverLimit):
+        return Rejection(
+            index, [FieldError("", item.message)], item.payload, line=item.line, code=item.code
+        )
     if isinstance(item, Malformed):
         return Rejection(index, [FieldError("", item.message)], item.text, line=item.line)
     return Rejection(index, [FieldError("", "a record must be a JSON object")], item)
@@ -294,43 +358,99 @@ def dead_letters(
 ) -> list[OutgoingRecord]:
     """``RecordRejected`` events for the rejected records."""
     now = datetime.now(UTC)
-    records = []
-    for rejection in rejections:
-        event = RecordRejected(
+    return [
+        _dead_letter(rejection, dataset, producer_org_id=producer_org_id, channel=channel, now=now)
+        for rejection in rejections
+    ]
+
+
+def _dead_letter(
+    rejection: Rejection,
+    dataset: Dataset,
+    *,
+    producer_org_id: str | None,
+    channel: Channel,
+    now: datetime,
+) -> OutgoingRecord:
+    """One dead letter. It never fails on what the record holds: a payload
+    that cannot be serialized as it is is stored clipped, then as text."""
+
+    def event(payload: Any, clean: bool = False) -> RecordRejected:
+        text = _valid_text if clean else str
+        return RecordRejected(
             dataset_id=dataset.dataset_id,
             slug=dataset.slug,
             producer_org_id=producer_org_id,
             channel=channel,
-            payload=_bounded(rejection.payload),
-            errors=[RecordError(path=e.path, message=e.message) for e in rejection.errors],
+            payload=payload,
+            errors=[
+                RecordError(path=text(e.path), message=text(e.message)) for e in rejection.errors
+            ],
             rejected_at=now,
             schema_version=dataset.schema_version,
             source_topic=rejection.source_topic,
             source_partition=rejection.source_partition,
             source_offset=rejection.source_offset,
+            code=rejection.code,
         )
-        # A raw-topic record has a position that does not change when the
-        # worker retries a batch: naming the dead letter after it lets readers
-        # drop the repeats of at-least-once delivery.
-        stable_id = (
-            f"rejected:{rejection.source_topic}-{rejection.source_partition}-{rejection.source_offset}"
-            if rejection.source_topic is not None
-            else None
-        )
-        value, headers = to_structured(event.to_cloudevent(id=stable_id))
-        records.append(OutgoingRecord(event.topic, value, event.key().encode(), headers))
-    return records
+
+    # A raw-topic record has a position that does not change when the
+    # worker retries a batch: naming the dead letter after it lets readers
+    # drop the repeats of at-least-once delivery.
+    stable_id = (
+        f"rejected:{rejection.source_topic}-{rejection.source_partition}-{rejection.source_offset}"
+        if rejection.source_topic is not None
+        else None
+    )
+    rejected = event(_bounded(rejection.payload))
+    try:
+        value, headers = to_structured(rejected.to_cloudevent(id=stable_id))
+    except (ValueError, TypeError, RecursionError):
+        rejected = event(_as_text(rejection.payload), clean=True)
+        value, headers = to_structured(rejected.to_cloudevent(id=stable_id))
+    return OutgoingRecord(rejected.topic, value, rejected.key().encode(), headers)
+
+
+def _valid_text(text: str) -> str:
+    """``text`` without what UTF-8 cannot encode (lone surrogates)."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _bounded(payload: Any) -> Any:
-    encoded = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        encoded = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        # Deeper than the serializer goes (or a value it refuses): keep what
+        # can be shown.
+        return _as_text(payload)
     if len(encoded) <= MAX_DEAD_LETTER_PAYLOAD_BYTES:
         return payload
+    return _truncated(encoded)
+
+
+def _truncated(encoded: bytes) -> dict[str, Any]:
     return {
         "truncated": True,
         "size_bytes": len(encoded),
         "head": encoded[:4096].decode("utf-8", errors="replace"),
     }
+
+
+def _as_text(payload: Any) -> Any:
+    """The payload as something any serializer takes: a bounded string, or
+    the payload clipped to a few levels and shown as a string."""
+    if isinstance(payload, str | bytes):
+        raw = payload.encode("utf-8", errors="replace") if isinstance(payload, str) else payload
+        if len(raw) <= MAX_DEAD_LETTER_PAYLOAD_BYTES:
+            return raw.decode("utf-8", errors="replace")
+        return _truncated(raw)
+    try:
+        encoded = orjson.dumps(
+            clipped(payload, DEAD_LETTER_HEAD_DEPTH), option=orjson.OPT_NON_STR_KEYS
+        )
+    except (orjson.JSONEncodeError, TypeError):
+        return {"unserializable": True}
+    return _truncated(encoded)
 
 
 def rejection_summary(rejections: Sequence[Rejection]) -> list[dict[str, Any]]:
@@ -343,5 +463,7 @@ def rejection_summary(rejections: Sequence[Rejection]) -> list[dict[str, Any]]:
         }
         if r.line is not None:
             entry["line"] = r.line
+        if r.code is not None:
+            entry["code"] = r.code
         summary.append(entry)
     return summary

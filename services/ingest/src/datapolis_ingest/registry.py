@@ -2,10 +2,12 @@
 service's tables and, for the hot path, in memory with compiled validators.
 
 Catalog is the authority; ingest never calls it. ``DatasetRegistered``,
-``SchemaVersionAdded``, ``DatasetUpdated`` and ``DatasetRetired`` from
-``datapolis.catalog.events`` are applied to the ``datasets`` and
-``schema_versions`` tables (once each, through the inbox), then the dataset is
-reloaded into memory from the tables.
+``SchemaVersionAdded`` and ``DatasetRetired`` from ``datapolis.catalog.events``
+are applied to the ``datasets`` and ``schema_versions`` tables (once each,
+through the inbox), then the dataset is reloaded into memory from the tables.
+``DatasetUpdated`` is skipped: it changes only a dataset's description, its
+retention and partitions, none of which ingest uses (the access level, key and
+subject fields and the publisher are fixed at registration).
 
 Replicas share the consumer group, so each receives only some partitions of
 the topic. The tables are what they share: the process that applies an event
@@ -20,29 +22,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from datapolis_ingest.propagation import RETRY_AFTER_S, SLUG, NotKnownYet, UnknownNames
 from datapolis_ingest.validation import SchemaUnusable, Validator, compile_schema
 from datapolis_shared.errors import Conflict, NotFound
 from datapolis_shared.events.base import parse_event
 from datapolis_shared.events.catalog import (
     DatasetRegistered,
     DatasetRetired,
-    DatasetUpdated,
     SchemaVersionAdded,
 )
 from datapolis_shared.events.cloudevents import from_structured
 from datapolis_shared.postgres import inbox
 from datapolis_shared.postgres.pool import Connection, Pool, PooledConnection
+from datapolis_shared.retry import Backoff, keep_running
 
 log = logging.getLogger(__name__)
 
 INBOX_CONSUMER = "dataset-registry"
-DATASET_EVENT_PREFIX = "org.datapolis.catalog.dataset."
-SCHEMA_EVENT_PREFIX = "org.datapolis.catalog.schema."
+# The catalog events that change what ingest accepts; it skips the others.
+APPLIED_EVENT_TYPES = frozenset(
+    {DatasetRegistered.type, SchemaVersionAdded.type, DatasetRetired.type}
+)
 # Payload: the id of a dataset whose rows changed. Channels are database-wide:
 # a process also hears other schemas' ingest (tests), whose ids it does not
 # find in its own tables, so their reloads change nothing.
@@ -67,15 +73,6 @@ INSERT INTO schema_versions (dataset_id, version, major, topic_name, json_schema
 VALUES ($1, $2, $3, $4, $5::jsonb)
 ON CONFLICT (dataset_id, version) DO NOTHING
 """
-SELECT_DATASET_FOR_UPDATE = """
-SELECT publisher_id, access_level, key_field, subject_field FROM datasets
-WHERE dataset_id = $1 FOR UPDATE
-"""
-UPDATE_DATASET = """
-UPDATE datasets SET publisher_id = $2, access_level = $3, key_field = $4, subject_field = $5,
-                    updated_at = now()
-WHERE dataset_id = $1
-"""
 RETIRE_DATASET = """
 UPDATE datasets SET retired_at = coalesce(retired_at, now()), updated_at = now()
 WHERE dataset_id = $1
@@ -93,15 +90,6 @@ LEFT JOIN LATERAL (
 """
 SELECT_DATASET = _SELECT_WITH_SCHEMA + " WHERE d.dataset_id = $1"
 SELECT_ALL_DATASETS = _SELECT_WITH_SCHEMA + " ORDER BY d.updated_at"
-
-# Keys of DatasetUpdated.changes that matter to ingest, and their column.
-_UPDATABLE = {
-    "publisher_id": "publisher_id",
-    "access_level": "access_level",
-    "key_field": "key_field",
-    "key_field_name": "key_field",
-    "subject_field": "subject_field",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +127,12 @@ class Dataset:
                 slug=self.slug,
             )
         if self.schema is None:
-            raise Conflict(
-                f"dataset {self.slug!r} has no schema yet; add a schema version in the catalog",
-                code="dataset-without-schema",
+            # Catalog registers a dataset with its first schema version in one
+            # transaction; ingest applies the two events one after the other.
+            raise NotKnownYet(
+                f"ingest knows dataset {self.slug!r} but not its schema yet; "
+                f"retry in {RETRY_AFTER_S} s",
+                code="schema-version-not-known-yet",
                 slug=self.slug,
             )
         try:
@@ -181,8 +172,16 @@ class DatasetRegistry:
     """The in-memory side: datasets by slug, validators compiled once per
     (dataset, schema version), kept in step with the tables by ``start``."""
 
-    def __init__(self, pool: Pool, *, catalog_url: str, check_interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        catalog_url: str,
+        check_interval_s: float = 5.0,
+        propagation_bound_s: float = 5.0,
+    ) -> None:
         self._pool = pool
+        self._unknown = UnknownNames(propagation_bound_s)
         self._catalog_url = catalog_url.rstrip("/")
         self._check_interval_s = check_interval_s
         self._by_slug: dict[str, Dataset] = {}
@@ -195,17 +194,67 @@ class DatasetRegistry:
         self._changes: asyncio.Queue[str | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._not_listening: str | None = "not started"
+        self._listener: PooledConnection | None = None
         self.listener_pid: int | None = None
         self.loaded = False
+        # Catalog's events not applied yet by this process's registry consumer
+        # (None: unknown). Set by ``follow_progress``.
+        self._behind: Callable[[], int | None] = lambda: None
 
     def get(self, slug: str) -> Dataset | None:
         return self._by_slug.get(slug)
 
-    def require(self, slug: str) -> Dataset:
+    def require(self, slug: str, *, asker: str) -> Dataset:
+        """The dataset ``slug``; not known yet (retryable) while catalog may
+        have registered it a moment ago, not found once it cannot have."""
         dataset = self._by_slug.get(slug)
-        if dataset is None:
+        if dataset is not None:
+            return dataset
+        if not SLUG.fullmatch(slug) or self._settled(("dataset", asker, slug)):
             raise NotFound(f"no dataset {slug!r}", code="dataset-not-found", slug=slug)
-        return dataset
+        raise NotKnownYet(
+            f"ingest does not know a dataset {slug!r} yet. If catalog registered it just "
+            f"now, retry in {RETRY_AFTER_S} s: ingest learns a new dataset within "
+            f"{self._unknown.bound_s:g} s of catalog's answer",
+            code="dataset-not-known-yet",
+            slug=slug,
+        )
+
+    def require_version(self, dataset: Dataset, version: int, *, asker: str) -> None:
+        """Refuse to validate records of schema ``version`` under an older one."""
+        current = dataset.schema_version
+        if current is not None and version <= current:
+            return
+        if self._settled(("schema", asker, dataset.dataset_id, version)):
+            raise Conflict(
+                f"dataset {dataset.slug!r} has no schema version {version} "
+                f"(its current version is {current})",
+                code="schema-version-not-found",
+                slug=dataset.slug,
+                schema_version=version,
+                current_version=current,
+            )
+        raise NotKnownYet(
+            f"ingest does not know schema version {version} of {dataset.slug!r} yet "
+            f"(it has version {current}). If catalog added it just now, retry in "
+            f"{RETRY_AFTER_S} s: ingest learns a new schema version within "
+            f"{self._unknown.bound_s:g} s of catalog's answer",
+            code="schema-version-not-known-yet",
+            slug=dataset.slug,
+            schema_version=version,
+            current_version=current,
+        )
+
+    def follow_progress(self, behind: Callable[[], int | None]) -> None:
+        """How many of catalog's events the registry consumer has yet to apply."""
+        self._behind = behind
+
+    def _settled(self, name: tuple[str | int, ...]) -> bool:
+        # Nothing is ruled out while this process may have missed changes or
+        # is still reading catalog's events (a new consumer group starts from
+        # the beginning of the topic): the bound holds only once caught up.
+        caught_up = self._not_listening is None and self._behind() == 0
+        return self._unknown.settled(name, caught_up=caught_up)
 
     def __len__(self) -> int:
         return len(self._by_slug)
@@ -226,7 +275,7 @@ class DatasetRegistry:
     async def on_catalog_event(self, value: bytes) -> None:
         """Apply one record of ``datapolis.catalog.events`` (others are skipped)."""
         envelope = from_structured(value)
-        if not envelope.type.startswith((DATASET_EVENT_PREFIX, SCHEMA_EVENT_PREFIX)):
+        if envelope.type not in APPLIED_EVENT_TYPES:
             return
         event = parse_event(envelope)
         dataset_id = getattr(event, "dataset_id", None)
@@ -277,45 +326,45 @@ class DatasetRegistry:
         return listener
 
     async def _follow(self, listener: PooledConnection | None) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                if listener is None:
-                    listener = await self._listen()
-                    log.info("dataset registry listening again")
-                backoff = 0.5
-                await self._apply_changes(listener)
-            except asyncio.CancelledError:
-                if listener is not None:
-                    await self._release(listener)
-                raise
-            except Exception as exc:
-                self._not_listening = f"not listening for dataset changes: {exc!r}"
-                log.warning(
-                    "dataset registry: %s; the datasets in memory may be stale until it "
-                    "listens again (retry in %.1fs)",
-                    self._not_listening,
-                    backoff,
-                )
-                if listener is not None:
-                    await self._release(listener)
-                    listener = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        self._listener = listener
+        try:
+            await keep_running(
+                self._apply_next_change,
+                doing="dataset registry: following dataset changes (until it listens "
+                "again the datasets in memory may be stale)",
+                backoff=Backoff(initial_s=0.5, max_s=10.0),
+            )
+        finally:
+            if self._listener is not None:
+                await self._release(self._listener)
+                self._listener = None
 
-    async def _apply_changes(self, listener: PooledConnection) -> None:
-        """Reload each announced dataset until the connection fails."""
-        while True:
-            try:
-                async with asyncio.timeout(self._check_interval_s):
-                    dataset_id = await self._changes.get()
-            except TimeoutError:
-                # A connection whose peer vanished stays silent: ask it.
-                await listener.fetchval("SELECT 1", timeout=self._check_interval_s)
-                continue
-            if dataset_id is None:
-                raise ConnectionError("the LISTEN connection closed")
-            await self.reload(dataset_id)
+    async def _apply_next_change(self) -> None:
+        """Listen again if the connection was lost, then reload the next
+        announced dataset (or check the connection after a quiet interval)."""
+        try:
+            if self._listener is None:
+                self._listener = await self._listen()
+                log.info("dataset registry listening again")
+            await self._apply_change(self._listener)
+        except Exception:
+            self._not_listening = "not listening for dataset changes (see the service's log)"
+            if self._listener is not None:
+                await self._release(self._listener)
+                self._listener = None
+            raise
+
+    async def _apply_change(self, listener: PooledConnection) -> None:
+        try:
+            async with asyncio.timeout(self._check_interval_s):
+                dataset_id = await self._changes.get()
+        except TimeoutError:
+            # A connection whose peer vanished stays silent: ask it.
+            await listener.fetchval("SELECT 1", timeout=self._check_interval_s)
+            return
+        if dataset_id is None:
+            raise ConnectionError("the LISTEN connection closed")
+        await self.reload(dataset_id)
 
     def _on_change(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self._changes.put_nowait(str(payload))
@@ -400,22 +449,6 @@ async def apply_event(conn: Connection, event: object) -> None:
             event.major,
             event.topic_name,
             orjson.dumps(event.json_schema).decode(),
-        )
-    elif isinstance(event, DatasetUpdated):
-        row = await conn.fetchrow(SELECT_DATASET_FOR_UPDATE, event.dataset_id)
-        if row is None:
-            return
-        current = dict(row)
-        for change, column in _UPDATABLE.items():
-            if change in event.changes:
-                current[column] = event.changes[change]
-        await conn.execute(
-            UPDATE_DATASET,
-            event.dataset_id,
-            str(current["publisher_id"]),
-            str(current["access_level"]),
-            current["key_field"],
-            current["subject_field"],
         )
     elif isinstance(event, DatasetRetired):
         await conn.execute(RETIRE_DATASET, event.dataset_id)

@@ -37,6 +37,11 @@ class IngestSettings(ServiceSettings):
     stats_interval_s: float = Field(default=1.0, gt=0)
     # Base of the schema URLs put in ce_dataschema (catalog serves them).
     catalog_url: str = "http://127.0.0.1:8001"
+    # The bound ingest states for using a dataset or schema version catalog
+    # has just answered 201 for (see README: propagation). A request for one
+    # ingest does not know gets 503 "not known yet" during this long after its
+    # first attempt, then 404 / 409.
+    propagation_bound_s: float = Field(default=5.0, ge=0)
     # The raw-topic worker waits this long for a dataset it does not know yet
     # (catalog events still on their way) before dead-lettering its records.
     unknown_dataset_grace_s: float = Field(default=10.0, ge=0)

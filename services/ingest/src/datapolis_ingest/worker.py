@@ -33,9 +33,11 @@ import orjson
 import uvloop
 from aiokafka import ConsumerRecord
 
-from datapolis_ingest.app import ingest_settings, start_registry
+from datapolis_ingest.app import ingest_settings, record_size_limits, start_registry
 from datapolis_ingest.dedup import RecordIdWindow
 from datapolis_ingest.ingestion import DedupWindows
+from datapolis_ingest.limits import RecordSizeLimits, too_deep, too_deep_text
+from datapolis_ingest.propagation import NotKnownYet
 from datapolis_ingest.records import Malformed, Preparer, Rejection, dead_letters
 from datapolis_ingest.registry import DatasetRegistry
 from datapolis_ingest.settings import IngestSettings
@@ -78,11 +80,13 @@ class RawForwarder:
         registry: DatasetRegistry,
         stats: StatsAggregator,
         windows: DedupWindows,
+        sizes: RecordSizeLimits,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._stats = stats
         self._windows = windows
+        self._sizes = sizes
 
     async def outgoing(
         self, topic: str, records: Sequence[ConsumerRecord[bytes, bytes]]
@@ -91,27 +95,34 @@ class RawForwarder:
         slug = topic[len(RAW_PREFIX) :]
         dataset = self._registry.get(slug)
         deadline = time.monotonic() + self._settings.unknown_dataset_grace_s
-        while dataset is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)  # catalog's events may still be on their way
+        # Catalog's events may still be on their way (the dataset, or its
+        # first schema version, applied a moment after the dataset).
+        while (dataset is None or dataset.schema is None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
             dataset = self._registry.get(slug)
         if dataset is None:
             error = f"no dataset {slug!r} is registered for topic {topic}"
             return Forward(
                 [dead_letter_record(r, consumer=CONSUMER_NAME, error=error) for r in records]
             )
-        items = []
+        items: list[object] = []
         for record in records:
             try:
-                items.append(orjson.loads(record.value or b""))
+                item = orjson.loads(record.value or b"")
             except orjson.JSONDecodeError as exc:
                 text = (record.value or b"").decode("utf-8", errors="replace")
+                if exc.msg.startswith("depth limit"):
+                    items.append(too_deep_text(text))
+                    continue
                 items.append(
                     Malformed(0, text, f"not valid JSON: {exc.msg} at column {exc.pos + 1}")
                 )
+                continue
+            items.append(too_deep(item, record.value) or item)
         window = self._windows.for_dataset(dataset.dataset_id)
         try:
             validator = dataset.accepting()
-        except Conflict as refused:
+        except (Conflict, NotKnownYet) as refused:
             rejections = [
                 Rejection(i, [FieldError("", refused.message)], item)
                 for i, item in enumerate(items)
@@ -120,7 +131,13 @@ class RawForwarder:
             reserved: list[str] = []
             duplicates = 0
         else:
-            preparer = Preparer(dataset, validator, producer=dataset.publisher_id, id_prefix="")
+            preparer = Preparer(
+                dataset,
+                validator,
+                producer=dataset.publisher_id,
+                id_prefix="",
+                max_record_bytes=await self._sizes.for_topic(dataset.topic),
+            )
             prepared = preparer.prepare(
                 items,
                 window,
@@ -194,7 +211,8 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         stats.start()
         stats_holder.append(stats)
         windows = DedupWindows(window_s=settings.dedup_window_s, max_ids=settings.dedup_max_ids)
-        validator = RawValidator(RawForwarder(settings, registry, stats, windows), producer)
+        sizes = record_size_limits(settings, producer)
+        validator = RawValidator(RawForwarder(settings, registry, stats, windows, sizes), producer)
         runtime.add_consumer(
             name=CONSUMER_NAME,
             pattern=RAW_PATTERN,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
 from datapolis_shared.events.base import CATALOG_EVENTS, Event, register
 
 AccessLevel = Literal["open", "shared", "personal"]
@@ -59,13 +61,48 @@ class DatasetRegistered(_CatalogEvent):
     topic_name: str
 
 
+class DatasetChanges(BaseModel):
+    """What an update of a dataset's description changed, with the new values.
+
+    Only the fields that changed are present, on the wire as in
+    ``model_fields_set`` (``changed``): ``"update_frequency": null`` means it
+    was cleared, its absence that it did not change. The access level, the
+    key and subject fields and the publisher are fixed at registration and
+    never appear here. Theme, licence and frequency are plain strings: their
+    vocabularies are catalog's and may grow without breaking a reader.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str | None = None
+    description: str | None = None
+    theme: str | None = None
+    keywords: tuple[str, ...] | None = None
+    licence: str | None = None
+    update_frequency: str | None = None
+    spatial_coverage: str | None = None
+    retention_days: int | None = None
+    partitions: int | None = None
+
+    @property
+    def changed(self) -> frozenset[str]:
+        return frozenset(self.model_fields_set)
+
+    @model_serializer(mode="wrap")
+    def _only_changed(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The same JSON catalog wrote when `changes` was a plain dict: the
+        # changed fields only, so "not changed" and "cleared" stay apart.
+        dumped: dict[str, Any] = handler(self)
+        return {name: value for name, value in dumped.items() if name in self.model_fields_set}
+
+
 @register
 class DatasetUpdated(_CatalogEvent):
     type: ClassVar[str] = "org.datapolis.catalog.dataset.updated.v1"
     key_field: ClassVar[str] = "dataset_id"
     dataset_id: str
     slug: str
-    changes: dict[str, Any]
+    changes: DatasetChanges
 
 
 @register

@@ -48,6 +48,8 @@ class RecordRejected(_IngestEvent):
     payload: Any
     errors: list[RecordError]
     rejected_at: datetime
+    # Set when a limit refused the record (record-too-deep, record-too-large).
+    code: str | None = None
     schema_version: int | None = None
     source_topic: str | None = None
     source_partition: int | None = None

@@ -1,22 +1,39 @@
-"""Pure ASGI middleware: request ids and the request body limit."""
+"""Pure ASGI middleware: request ids, unhandled errors, the request head and body limits."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import uuid
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from datapolis_shared.http.problems import PROBLEM_CONTENT_TYPE, TYPE_BASE
+from datapolis_shared.http.problems import PROBLEM_CONTENT_TYPE, TYPE_BASE, internal_error
 from datapolis_shared.logs import request_id_var
+from datapolis_shared.metrics import route_template
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-request-id"
+# What a caller's request id may look like to be reused as is: UUIDs, hex ids,
+# W3C trace ids and the like. Anything else (spaces, quotes, control or
+# non-ASCII characters, overlong) is replaced, so it cannot forge log fields.
+WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
+
+
+def request_id_from(header: bytes) -> str:
+    """The caller's request id when it is well-formed, otherwise a new one."""
+    incoming = header.decode("latin-1")
+    if WELL_FORMED_REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
 
 
 class RequestIdMiddleware:
-    """Takes the caller's ``X-Request-Id`` (if sane) or makes one, puts it in
-    the logging context and echoes it on the response."""
+    """Takes the caller's ``X-Request-Id`` (if well-formed) or makes one, puts
+    it in the logging context and echoes it on every response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -25,9 +42,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else ""
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id_from(dict(scope["headers"]).get(REQUEST_ID_HEADER, b""))
         token = request_id_var.set(request_id)
 
         async def send_wrapper(message: Message) -> None:
@@ -42,6 +57,47 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             request_id_var.reset(token)
+
+
+class UnhandledErrorMiddleware:
+    """Answers a bug with a 500 problem and logs it exactly once.
+
+    It sits inside :class:`RequestIdMiddleware`, so the answer and the log
+    record carry the request id, and it does not re-raise: an exception that
+    left the app would be logged again, with its whole traceback, by the
+    server. The log record names the route template, never the raw path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            method, route = scope["method"], route_template(scope)
+            log.exception(
+                "unhandled error on %s %s",
+                method,
+                route,
+                extra={"http_method": method, "http_route": route},
+            )
+            if response_started:
+                # Too late for a 500: returning without finishing the response
+                # makes the server close the connection, so the client sees a
+                # broken response rather than a complete-looking truncated one.
+                return
+            await internal_error(scope.get("path"))(scope, receive, send)
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -118,3 +174,48 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             if not response_started:
                 await self._reject(send)
+
+
+class HeaderSizeLimitMiddleware:
+    """Refuses a request whose line and headers exceed ``max_bytes`` with 431
+    problem+json. The server (h11) enforces the same limit only on a head
+    that arrives in pieces; one that arrives whole is measured here."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # As on the wire: "name: value\r\n" per header, after the request line.
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+        for name, value in scope["headers"]:
+            size += len(name) + len(value) + 4
+        if size <= self.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        body = {
+            "type": TYPE_BASE + "headers-too-large",
+            "title": "Request header fields too large",
+            "status": 431,
+            "detail": f"the request line and headers exceed {self.max_bytes} bytes",
+            "code": "headers-too-large",
+            "max_bytes": self.max_bytes,
+        }
+        request_id = request_id_var.get()
+        if request_id:
+            body["request_id"] = request_id
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 431,
+                "headers": [
+                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

@@ -5,6 +5,7 @@ This is the one place where domain errors meet HTTP status codes.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from datapolis_shared import errors
 from datapolis_shared.logs import request_id_var
@@ -29,6 +31,7 @@ _STATUS: list[tuple[type[errors.DatapolisError], int]] = [
     (errors.Forbidden, 403),
     (errors.TooLarge, 413),
     (errors.Overloaded, 429),
+    (errors.Throttled, 429),
     (errors.Unavailable, 503),
 ]
 
@@ -44,6 +47,7 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Invalid input",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal error",
     503: "Service unavailable",
 }
@@ -58,7 +62,25 @@ _HTTP_CODES = {
     413: "payload-too-large",
     415: "unsupported-media-type",
     429: "too-many-requests",
+    431: "headers-too-large",
 }
+
+
+def title_for(status: int) -> str:
+    return _TITLES.get(status, "Error")
+
+
+class ProblemResponse(JSONResponse):
+    """problem+json that always renders: a detail echoing the caller's input
+    may hold what UTF-8 cannot encode (a lone surrogate from a JSON escape),
+    which is replaced rather than turned into a server error."""
+
+    media_type = PROBLEM_CONTENT_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode("utf-8", errors="replace")
 
 
 def problem(
@@ -72,7 +94,7 @@ def problem(
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": TYPE_BASE + code,
-        "title": _TITLES.get(status, "Error"),
+        "title": title_for(status),
         "status": status,
         "detail": detail,
         "code": code,
@@ -83,7 +105,7 @@ def problem(
     if request_id:
         body["request_id"] = request_id
     body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 def status_for(exc: errors.DatapolisError) -> int:
@@ -93,16 +115,51 @@ def status_for(exc: errors.DatapolisError) -> int:
     return 500
 
 
+def _log_cause(exc: errors.DatapolisError) -> None:
+    """The driver error behind a domain error goes to the log (with the request
+    id, so a caller's report finds it), not to the caller. No traceback: the
+    cause's own words say what failed."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, errors.DatapolisError):
+        return
+    log.warning("answered %s: %s (cause: %r)", exc.code, errors.public_message(exc), cause)
+
+
 def from_domain_error(exc: errors.DatapolisError, instance: str | None = None) -> JSONResponse:
     status = status_for(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, errors.Unavailable | errors.Overloaded):
+    if isinstance(exc, errors.Unavailable | errors.Overloaded | errors.Throttled):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="datapolis"'
     if status == 500:
         log.error("unmapped domain error %s: %s", type(exc).__name__, exc.message)
-    return problem(status, exc.code, exc.message, instance=instance, headers=headers, **exc.extra)
+    _log_cause(exc)
+    return problem(
+        status,
+        exc.code,
+        errors.public_message(exc),
+        instance=instance,
+        headers=headers,
+        **exc.extra,
+    )
+
+
+def internal_error(instance: str | None = None) -> JSONResponse:
+    """The answer to a bug: no detail of it, only the request id to find it in the log."""
+    return problem(500, "internal-error", "an unexpected error occurred", instance=instance)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers. Starlette's 405 names only the
+    methods of the first route whose path matched, so GET and POST on one path
+    (two routes) each claimed to be the only one."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -131,21 +188,21 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, f"http-{exc.status_code}")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return problem(
             exc.status_code,
             code,
             str(exc.detail),
             instance=request.url.path,
-            headers=dict(exc.headers or {}),
-        )
-
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(
-            500, "internal-error", "an unexpected error occurred", instance=request.url.path
+            headers=headers,
         )
 
     app.add_exception_handler(errors.DatapolisError, domain_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    # Any other exception is answered by ``middleware.UnhandledErrorMiddleware``:
+    # an ``Exception`` handler here would run in Starlette's outermost
+    # middleware, outside the request id, and Starlette re-raises after it, so
+    # the server would log the same traceback a second time.

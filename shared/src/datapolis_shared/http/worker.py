@@ -12,25 +12,32 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from fastapi import FastAPI
 
-from datapolis_shared.http import problems
-from datapolis_shared.http.app import operations
+from datapolis_shared.http.app import build_app
+from datapolis_shared.http.server import uvicorn_options
 from datapolis_shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 def create_worker_app(runtime: Runtime) -> FastAPI:
-    name = runtime.settings.service_name
-    app = FastAPI(title=f"datapolis {name} worker", openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.runtime = runtime
-    problems.install(app)
-    app.include_router(operations)
-    return app
+    """The probes of a worker whose Runtime the worker itself starts and stops:
+    the app only shows it, from startup to shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def show_runtime(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = runtime
+        yield
+
+    return build_app(
+        title=f"datapolis {runtime.settings.service_name} worker",
+        lifespans=[show_runtime],
+        documented=False,
+    )
 
 
 class _Server(uvicorn.Server):
@@ -50,7 +57,7 @@ class WorkerHttpServer:
         self.port = settings.port
         self._server = _Server(
             uvicorn.Config(
-                create_worker_app(runtime), log_config=None, access_log=False, lifespan="off"
+                create_worker_app(runtime), lifespan="on", **uvicorn_options(runtime.settings.http)
             )
         )
         self._task: asyncio.Task[None] | None = None

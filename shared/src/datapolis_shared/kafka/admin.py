@@ -4,6 +4,7 @@ partitions and configs through the admin client."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
@@ -13,8 +14,10 @@ from aiokafka.errors import KafkaError
 
 from datapolis_shared.errors import Unavailable
 from datapolis_shared.kafka.deadletters import DEAD_LETTERS
-from datapolis_shared.kafka.options import client_options
+from datapolis_shared.kafka.options import client_options, describe
 from datapolis_shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
 
@@ -45,16 +48,20 @@ def control_topic_specs() -> list[TopicSpec]:
 @contextlib.asynccontextmanager
 async def admin_client(settings: KafkaSettings, failing: str) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client, closed after; Kafka errors become
-    :class:`Unavailable` ("<failing> failed: ...")."""
+    :class:`Unavailable` naming the ``failing`` operation (the client's own
+    error stays its ``__cause__``, for the logs)."""
     admin = AIOKafkaAdminClient(**client_options(settings), client_id="datapolis-admin")
     try:
         await admin.start()
     except KafkaError as exc:
-        raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+        # Where and as whom, for the operator (the exception's message may
+        # reach an API client, so it names neither).
+        log.warning("Kafka admin client could not connect to %s: %r", describe(settings), exc)
+        raise Unavailable("Kafka is unreachable; try again later") from exc
     try:
         yield admin
     except KafkaError as exc:
-        raise Unavailable(f"{failing} failed: {exc!r}") from exc
+        raise Unavailable(f"Kafka refused or failed the {failing}; try again later") from exc
     finally:
         await admin.close()
 
@@ -183,3 +190,19 @@ async def _converge_configs(
             if code:
                 raise Unavailable(f"could not configure topic {name}: error {code} {message}")
     changes.configs_altered.extend(updates)
+
+
+async def topic_max_message_bytes(settings: KafkaSettings, topic: str) -> int | None:
+    """The topic's effective ``max.message.bytes`` (its own value or the
+    broker's default), None when the topic does not exist. Raises
+    :class:`Unavailable` when Kafka cannot answer."""
+    async with admin_client(settings, "describing a topic's configuration") as admin:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    for response in responses:
+        for code, _message, _type, _name, entries in response.resources:
+            if code:
+                return None
+            for entry in entries:
+                if entry[0] == "max.message.bytes" and entry[1] is not None:
+                    return int(entry[1])
+    return None

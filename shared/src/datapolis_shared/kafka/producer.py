@@ -1,7 +1,9 @@
 """The project's producer: idempotent, acks=all, group commit per partition.
 
-aiokafka's errors are translated into :class:`Unavailable`, so callers never
-handle a client library's exception types.
+aiokafka's errors are translated into :class:`Unavailable` (retry later) or,
+for a record larger than Kafka accepts, :class:`TooLarge` with the code
+``record-too-large`` (retrying cannot help), so callers never handle a client
+library's exception types.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     KafkaError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
+    RecordTooLargeError,
     UnknownProducerId,
 )
 from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata
 
-from datapolis_shared.errors import Unavailable
+from datapolis_shared.errors import TooLarge, Unavailable
 from datapolis_shared.events.base import Event
 from datapolis_shared.events.cloudevents import Headers, to_structured
 from datapolis_shared.kafka.options import client_options
@@ -41,6 +46,28 @@ FATAL_PRODUCER_ERRORS = (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
 )
+
+# A record Kafka refuses for its size, whoever noticed (the client before
+# sending, or the broker against the topic's max.message.bytes): permanent.
+SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+RECORD_TOO_LARGE = "record-too-large"
+# aiokafka's default max_request_size.
+DEFAULT_MAX_REQUEST_SIZE = 1_048_576
+
+
+def record_size(value: bytes, key: bytes | None, headers: Headers) -> int:
+    """An upper bound of a record's size in a Kafka batch (value, key,
+    headers and their framing), as the client measures it."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
+
+
+def _too_large(max_bytes: int | None = None) -> TooLarge:
+    limit = f" ({max_bytes} bytes)" if max_bytes is not None else ""
+    return TooLarge(
+        "a record is larger than Kafka accepts: the topic's max.message.bytes "
+        f"or the producer's max_request_size{limit}",
+        code=RECORD_TOO_LARGE,
+    )
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -108,7 +135,7 @@ class Producer:
         try:
             await self._producer.start()
         except KafkaError as exc:
-            raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+            raise Unavailable("Kafka is unreachable; try again later") from exc
         self._started = True
 
     @property
@@ -131,19 +158,22 @@ class Producer:
                 timeout=self._settings.readiness_timeout_s,
             )
         except (KafkaError, TimeoutError) as exc:
-            raise Unavailable(f"Kafka metadata request failed: {exc!r}") from exc
+            raise Unavailable("Kafka did not answer a metadata request") from exc
 
     async def send_many(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
         """Send records and wait until Kafka acknowledged all of them (acks=all).
 
         Either every record is acknowledged or :class:`Unavailable` is raised; in
         the latter case some may still have been written, so callers keep
-        their records idempotent (ids, keys) and retry.
+        their records idempotent (ids, keys) and retry. A record larger than
+        :attr:`max_request_size` raises :class:`TooLarge` before anything is
+        sent.
         """
         if not self._started:
             raise Unavailable("Kafka producer not started", retry_after_s=5)
         if self._broken:
             await self._renew(self._generation)
+        self._check_sizes(records)
         generation, producer = self._generation, self._producer
         try:
             async with asyncio.timeout(self._settings.delivery_timeout_s):
@@ -152,10 +182,13 @@ class Producer:
                     for r in records
                 ]
                 return list(await asyncio.gather(*futures))
+        except SIZE_ERRORS as exc:
+            await self._after_size_error(exc, generation)
+            raise _too_large() from exc
         except (KafkaError, TimeoutError) as exc:
             if isinstance(exc, FATAL_PRODUCER_ERRORS):
                 await self._renew(generation)
-            raise Unavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+            raise Unavailable("Kafka did not acknowledge the records; try again later") from exc
 
     async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
         """Like :meth:`send_many` (acks=all, all or :class:`Unavailable`), for
@@ -167,6 +200,7 @@ class Producer:
             raise Unavailable("Kafka producer not started", retry_after_s=5)
         if self._broken:
             await self._renew(self._generation)
+        self._check_sizes(records)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         waits: set[asyncio.Future[None]] = set()
@@ -234,9 +268,12 @@ class Producer:
                 try:
                     await self._write_group(tp, group.records)
                 except Exception as exc:
-                    if not isinstance(exc, Unavailable):
-                        exc = Unavailable(f"the records could not be written: {exc!r}")
-                    group.future.set_exception(exc)
+                    failure: Exception = exc
+                    if not isinstance(exc, Unavailable | TooLarge):
+                        # The caller gets a sentence; the cause stays for the log.
+                        failure = Unavailable("the records could not be written")
+                        failure.__cause__ = exc
+                    group.future.set_exception(failure)
                 else:
                     group.future.set_result(None)
         finally:
@@ -263,10 +300,13 @@ class Producer:
                 batch.close()
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 await asyncio.gather(*futures)
+        except SIZE_ERRORS as exc:
+            await self._after_size_error(exc, generation)
+            raise _too_large() from exc
         except (KafkaError, TimeoutError) as exc:
             if isinstance(exc, FATAL_PRODUCER_ERRORS):
                 await self._renew(generation)
-            raise Unavailable(f"Kafka did not acknowledge the records: {exc!r}") from exc
+            raise Unavailable("Kafka did not acknowledge the records; try again later") from exc
 
     async def _renew(self, failed_generation: int) -> None:
         """Replace a producer whose idempotence state is broken (once, however
@@ -285,8 +325,35 @@ class Producer:
                 await self._producer.start()
             except KafkaError as exc:
                 # The next send tries again with yet another producer.
-                raise Unavailable(f"Kafka is unreachable: {exc!r}") from exc
+                raise Unavailable("Kafka is unreachable; try again later") from exc
             self._broken = False
+
+    async def _after_size_error(self, exc: BaseException, generation: int) -> None:
+        """When the broker refuses an oversized record (the topic's
+        max.message.bytes), aiokafka has already counted its batch in the
+        partition's idempotent sequence and the broker has not, so the next
+        write to that partition would fail out of order: a new producer id
+        starts the sequence afresh. (:meth:`_check_sizes` keeps the client's
+        own refusal, which takes no sequence number, from happening.)"""
+        log.warning("Kafka refused a record for its size: %r", exc)
+        await self._renew(generation)
+
+    @property
+    def max_request_size(self) -> int:
+        """The largest record, framing included, this producer sends."""
+        return int(self._options.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
+
+    def _check_sizes(self, records: Sequence[OutgoingRecord]) -> None:
+        """Refuse the whole call before any record of it is queued: a record
+        the client would refuse mid-way would leave the others half sent."""
+        limit = self.max_request_size
+        for r in records:
+            # The cheap bound first: most records are far below the limit.
+            if (
+                len(r.value) + len(r.key or b"") + 4096 > limit
+                and record_size(r.value, r.key, r.headers) > limit
+            ):
+                raise _too_large(limit)
 
     async def send(self, record: OutgoingRecord) -> RecordMetadata:
         return (await self.send_many([record]))[0]

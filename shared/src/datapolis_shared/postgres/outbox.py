@@ -2,9 +2,43 @@
 
 ``enqueue`` writes the event in the caller's transaction, so the change and its
 announcement commit or roll back together. The relay publishes committed rows
-in order and marks them; if it dies between publishing and marking, the row is
-published again on the next run (at least once) and consumers drop the repeat
-by event id (see ``inbox``).
+and marks them; if it dies between publishing and marking, the row is
+published again by the next relay (at least once) and consumers drop the
+repeat by event id (see ``inbox``).
+
+Per-key order. A consumer must see one key's events (an agreement's grant,
+then its revocation) in the order their transactions committed, however many
+replicas run a relay. Two rules give that:
+
+1. One relay publishes per schema. Every relay tries for a session-level
+   advisory lock named after the schema; the one that gets it publishes, the
+   others stand by and try again every ``poll_interval_s``. When the leader's
+   session ends (the process died, its connection broke, it stopped), the
+   lock goes with it and a standby takes over. The leader publishes a batch,
+   waits for Kafka's acks, marks it, then reads the next: the order of
+   ``seq`` is the order on Kafka.
+
+2. For one key, ``seq`` order is commit order. ``seq`` is drawn when the row
+   is inserted, not when its transaction commits, so two transactions writing
+   the same key could commit in the opposite order of their ``seq``s, and a
+   relay reading in ``seq`` order would publish them backwards (or skip the
+   earlier one while it is still in flight and publish it after the later
+   one). ``enqueue`` therefore takes a transaction-scoped advisory lock on
+   (schema, topic, key) before drawing ``seq``: a second transaction writing
+   the same key waits until the first one commits or rolls back, so it draws
+   a larger ``seq`` and commits later. Keys are hashed to 32 bits: two keys
+   that collide only wait for each other. A transaction that enqueues several
+   keys in an order opposite to another one's may deadlock; PostgreSQL then
+   aborts one of them (retryable), never both.
+
+Rows of different keys may become visible out of ``seq`` order; the relay
+publishes what is visible and picks up a late commit on a later read (it
+reads every unpublished row, not from a high-water mark), which is fine since
+order is only promised per key.
+
+After a takeover, a batch the old leader had sent but not marked is sent
+again; a consumer that drops repeats by event id still sees each key's events
+in commit order, since both relays send in ``seq`` order.
 """
 
 from __future__ import annotations
@@ -14,35 +48,71 @@ import contextlib
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from datapolis_shared.events.base import Event
 from datapolis_shared.events.cloudevents import to_structured
 from datapolis_shared.kafka import OutgoingRecord, Producer
 from datapolis_shared.postgres.pool import Connection, Pool, PooledConnection
+from datapolis_shared.retry import Backoff, keep_running
+
+if TYPE_CHECKING:
+    from datapolis_shared.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
+# The two-int advisory lock space does not overlap the one-bigint space used
+# for leadership and migrations; this class id keeps the per-key locks apart
+# from any other two-int lock.
+KEY_LOCK_CLASS = 7_331_002
+LOCK_KEY = f"""
+SELECT pg_advisory_xact_lock({KEY_LOCK_CLASS},
+    hashtext(current_schema() || '/' || $1 || '/' || coalesce(encode($2::bytea, 'hex'), '')))
+"""
 INSERT_OUTBOX = """
 INSERT INTO outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5::jsonb)
 """
-CLAIM_UNPUBLISHED = """
+# Advisory locks are database-wide: the lock is named after the schema so
+# each service (and each test schema) has a leader of its own.
+LEADER_LOCK_ID = "hashtextextended('datapolis.outbox.relay/' || current_schema(), 0)"
+TRY_LEAD = f"SELECT pg_try_advisory_lock({LEADER_LOCK_ID})"
+# A leader that vanishes without closing its connection (its node lost, the
+# network cut) keeps the lock until the server sees the session dead: with
+# these, within about 25 s instead of the system's default of hours. They are
+# reset when the connection goes back to the pool.
+LEADER_SESSION = """
+SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3
+"""
+RESIGN = f"SELECT pg_advisory_unlock({LEADER_LOCK_ID})"
+SELECT_UNPUBLISHED = """
 SELECT seq, topic, key, value, headers FROM outbox
-WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
+WHERE published_at IS NULL ORDER BY seq LIMIT $1
 """
 MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])"
 COUNT_BACKLOG = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+BACKLOG_STATE = """
+SELECT count(*) AS rows,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
+FROM outbox WHERE published_at IS NULL
+"""
 NOTIFY_CHANNEL = "datapolis_outbox"
+REPORT_INTERVAL_S = 5.0
 
 
 async def enqueue(conn: Connection, event: Event, *, id: str | None = None) -> str:
-    """Write ``event`` to the outbox in the connection's current transaction."""
+    """Write ``event`` to the outbox in the connection's current transaction.
+
+    Waits while another open transaction has an event for the same topic and
+    key in the outbox (see the module's notes on per-key order)."""
     envelope = event.to_cloudevent(id=id)
     value, headers = to_structured(envelope)
+    key = event.key().encode()
+    await conn.execute(LOCK_KEY, event.topic, key)
     await conn.execute(
         INSERT_OUTBOX,
         envelope.id,
         event.topic,
-        event.key().encode(),
+        key,
         value,
         json.dumps([[k, v.decode()] for k, v in headers]),
     )
@@ -59,43 +129,69 @@ class OutboxRelay:
         *,
         batch_size: int = 200,
         poll_interval_s: float = 1.0,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._metrics = metrics
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_cycle = time.monotonic()
+        self._reported_at = float("-inf")
+        self.leading = False
         self.published = 0
 
     async def publish_pending(self) -> int:
-        """Publish one batch of committed, unpublished rows; returns how many."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(CLAIM_UNPUBLISHED, self._batch_size)
-            if not rows:
+        """Publish one batch if no other relay of this schema leads; returns how
+        many rows were published."""
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval(TRY_LEAD):
                 return 0
-            await self._producer.send_many(
-                [
-                    OutgoingRecord(
-                        r["topic"],
-                        r["value"],
-                        r["key"],
-                        [(k, v.encode()) for k, v in json.loads(r["headers"])],
-                    )
-                    for r in rows
-                ]
-            )
-            self._after_publish()
-            await conn.execute(MARK_PUBLISHED, [r["seq"] for r in rows])
+            try:
+                return await self._publish_batch(conn)
+            finally:
+                await conn.execute(RESIGN)
+
+    async def _publish_batch(self, conn: Connection) -> int:
+        """Publish the oldest unpublished rows and mark them, on the leader's
+        connection. Marked only once Kafka acknowledged every one of them."""
+        rows = await conn.fetch(SELECT_UNPUBLISHED, self._batch_size)
+        if not rows:
+            return 0
+        await self._producer.send_many(
+            [
+                OutgoingRecord(
+                    r["topic"],
+                    r["value"],
+                    r["key"],
+                    [(k, v.encode()) for k, v in json.loads(r["headers"])],
+                )
+                for r in rows
+            ]
+        )
+        await self._after_publish()
+        await conn.execute(MARK_PUBLISHED, [r["seq"] for r in rows])
         self.published += len(rows)
         return len(rows)
 
-    def _after_publish(self) -> None:
+    async def _after_publish(self) -> None:
         """Between publish and mark: a seam for tests that kill the relay here."""
 
     async def backlog(self) -> int:
         return int(await self._pool.fetchval(COUNT_BACKLOG))
+
+    async def _report_backlog(self, conn: Connection) -> None:
+        # Every replica counts: at most every few seconds, since a backlog
+        # left by a long Kafka outage can be large.
+        if self._metrics is None or time.monotonic() - self._reported_at < REPORT_INTERVAL_S:
+            return
+        self._reported_at = time.monotonic()
+        state = await conn.fetchrow(BACKLOG_STATE)
+        assert state is not None
+        self._metrics.outbox_backlog.set(state["rows"])
+        self._metrics.outbox_oldest_age.set(state["oldest_age_s"])
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -117,37 +213,46 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _release(self, listener: PooledConnection) -> None:
-        with contextlib.suppress(Exception):
-            await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            await self._pool.release(listener)
-
     async def _run(self) -> None:
-        listener: PooledConnection | None = None
-        backoff = 0.5
-        while True:
+        # Kafka or PostgreSQL down: nothing is lost, rows stay unpublished and
+        # the cycle is retried with backoff. Leadership was given up with the
+        # connection (released or closed).
+        await keep_running(self._cycle, doing="outbox relay", backoff=Backoff(0.5, 10.0))
+
+    async def _cycle(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                if await conn.fetchval(TRY_LEAD):
+                    await self._lead(conn)
+                else:
+                    # Standing by: still report the backlog, so an alert
+                    # fires even when the leader cannot.
+                    await self._report_backlog(conn)
+        finally:
+            self._last_cycle = time.monotonic()
+        await asyncio.sleep(self._poll_interval_s)
+
+    async def _lead(self, conn: PooledConnection) -> None:
+        """Publish until cancelled or until the connection fails. Whatever
+        way this ends, the lock is released: explicitly here, or by the
+        pool's reset of the connection, or with the session when it dies."""
+        self.leading = True
+        try:
+            await conn.execute(LEADER_SESSION)
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
-                if listener is None or listener.is_closed():
-                    listener = await self._pool.acquire()
-                    await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                while await self.publish_pending():
-                    pass
-                self._last_cycle = time.monotonic()
-                backoff = 0.5
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
-            except asyncio.CancelledError:
-                if listener is not None:
-                    await self._release(listener)
-                raise
-            except Exception as exc:
-                # Kafka or PostgreSQL is down: nothing is lost, rows stay
-                # unpublished; retry quietly with backoff.
-                log.warning("outbox relay: %r; retrying in %.1fs", exc, backoff)
-                self._last_cycle = time.monotonic()
-                if listener is not None:
-                    await self._release(listener)
-                    listener = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                while True:
+                    self._wake.clear()
+                    await self._report_backlog(conn)
+                    while await self._publish_batch(conn):
+                        pass
+                    await self._report_backlog(conn)
+                    self._last_cycle = time.monotonic()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                    await conn.execute(RESIGN)
+        finally:
+            self.leading = False

@@ -35,7 +35,7 @@ async def create_pool(settings: PostgresSettings, *, schema: str | None = None) 
             server_settings={"search_path": schema or settings.db_schema},
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        raise Unavailable(f"PostgreSQL is unreachable: {exc!r}") from exc
+        raise Unavailable("PostgreSQL is unreachable; try again later") from exc
 
 
 async def ping(pool: Pool, timeout_s: float = 3.0) -> None:
@@ -43,4 +43,4 @@ async def ping(pool: Pool, timeout_s: float = 3.0) -> None:
         async with asyncio.timeout(timeout_s):
             await pool.fetchval("SELECT 1")
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise Unavailable(f"PostgreSQL did not answer: {exc!r}") from exc
+        raise Unavailable("PostgreSQL did not answer; try again later") from exc

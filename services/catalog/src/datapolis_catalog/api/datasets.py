@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from datapolis_catalog import datasets, discovery
-from datapolis_catalog.api.deps import CatalogDep
+from datapolis_catalog.api import problems as p
+from datapolis_catalog.api.deps import CatalogDep, Slug
 from datapolis_catalog.datasets import (
     Dataset,
     DatasetDetail,
@@ -22,8 +23,12 @@ from datapolis_catalog.datasets import (
 )
 from datapolis_catalog.discovery import DatasetQuery
 from datapolis_shared.http.app import Caller
+from datapolis_shared.http.openapi import MISSING_SCOPE, problem_responses
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
-router = APIRouter(prefix="/datasets")
+PUBLISHER_ONLY = (MISSING_SCOPE, p.NOT_PUBLISHER, p.DATASET_NOT_FOUND)
+
+router = APIRouter(prefix="/datasets", route_class=StrictJsonRoute)
 
 
 class DatasetListing(BaseModel):
@@ -42,6 +47,17 @@ class DatasetListing(BaseModel):
     "DatasetRegistered and SchemaVersionAdded events commit together; the `data.<slug>` and "
     "`raw.<slug>` topics are created right after (or by the reconciliation if Kafka is down: "
     "`topics_provisioned` says which).",
+    responses=problem_responses(
+        MISSING_SCOPE,
+        p.NOT_YOUR_ORGANISATION,
+        p.ORGANISATION_NOT_FOUND,
+        p.SLUG_TAKEN,
+        p.PUBLISHER_REQUIRED,
+        p.SUBJECT_FIELD_REQUIRED,
+        p.SUBJECT_FIELD_NOT_PERSONAL,
+        p.LICENCE_NOT_OPEN,
+        *p.SCHEMA_CODES,
+    ),
 )
 async def register_dataset(
     body: NewDataset, caller: Caller, catalog: CatalogDep, response: Response
@@ -56,6 +72,9 @@ async def register_dataset(
     response_model=DatasetListing,
     tags=["discovery"],
     summary="Find datasets: filters, full-text search, cursor pagination",
+    responses=problem_responses(
+        p.INVALID_CURSOR, p.INVALID_LIMIT, p.UNKNOWN_THEME, p.UNKNOWN_ACCESS_LEVEL, p.QUERY_TOO_LONG
+    ),
 )
 async def list_datasets(
     request: Request,
@@ -97,8 +116,9 @@ async def list_datasets(
     description="Any API key reads the metadata of every dataset, personal ones included: "
     "metadata is not data, and a consumer must find a dataset to ask for an agreement. "
     "The records of shared and personal datasets stay behind agreements and consents.",
+    responses=problem_responses(p.DATASET_NOT_FOUND),
 )
-async def get_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> DatasetDetail:
+async def get_dataset(slug: Slug, caller: Caller, catalog: CatalogDep) -> DatasetDetail:
     return await datasets.get_dataset_detail(catalog.pool, caller, slug, catalog.links)
 
 
@@ -112,13 +132,16 @@ async def get_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> Dataset
     "`raw.<slug>`, `data.<slug>.v<N>`) right after the commit, or by the reconciliation if "
     "Kafka cannot do it now: `topics_provisioned` says which. Partitions may only grow, and "
     "adding some changes the partition each key maps to.",
-    responses={
-        409: {"description": "partitions-cannot-decrease, dataset-retired"},
-        422: {"description": "validation-failed (bounds), field-required, licence-not-open"},
-    },
+    responses=problem_responses(
+        *PUBLISHER_ONLY,
+        p.DATASET_RETIRED,
+        p.PARTITIONS_CANNOT_DECREASE,
+        p.FIELD_REQUIRED,
+        p.LICENCE_NOT_OPEN,
+    ),
 )
 async def update_dataset(
-    slug: str, body: DatasetPatch, caller: Caller, catalog: CatalogDep
+    slug: Slug, body: DatasetPatch, caller: Caller, catalog: CatalogDep
 ) -> Dataset:
     return await datasets.update_dataset(catalog.pool, catalog.provisioner, caller, slug, body)
 
@@ -128,8 +151,9 @@ async def update_dataset(
     response_model=Dataset,
     tags=["datasets"],
     summary="Retire a dataset (hidden from discovery; topics and history kept)",
+    responses=problem_responses(*PUBLISHER_ONLY),
 )
-async def retire_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> Dataset:
+async def retire_dataset(slug: Slug, caller: Caller, catalog: CatalogDep) -> Dataset:
     return await datasets.retire_dataset(catalog.pool, caller, slug)
 
 
@@ -140,12 +164,14 @@ async def retire_dataset(slug: str, caller: Caller, catalog: CatalogDep) -> Data
     tags=["schemas"],
     summary="Add a schema version (compatible, or declared major on a new topic)",
     responses={
-        409: {"description": "incompatible-schema: `changes` names each offending change"},
-        422: {"description": "invalid-json-schema and other refusals of the schema itself"},
+        200: {"model": SchemaVersionResult, "description": "The same schema is already there"},
+        **problem_responses(
+            *PUBLISHER_ONLY, p.DATASET_RETIRED, p.INCOMPATIBLE_SCHEMA, *p.SCHEMA_CODES
+        ),
     },
 )
 async def add_schema_version(
-    slug: str, body: NewSchemaVersion, caller: Caller, catalog: CatalogDep, response: Response
+    slug: Slug, body: NewSchemaVersion, caller: Caller, catalog: CatalogDep, response: Response
 ) -> SchemaVersionResult:
     result = await datasets.add_schema_version(
         catalog.pool, catalog.provisioner, caller, slug, body
@@ -161,9 +187,10 @@ async def add_schema_version(
     response_model=list[SchemaVersion],
     tags=["schemas"],
     summary="Every schema version of a dataset",
+    responses=problem_responses(p.DATASET_NOT_FOUND),
 )
 async def list_schema_versions(
-    slug: str, caller: Caller, catalog: CatalogDep
+    slug: Slug, caller: Caller, catalog: CatalogDep
 ) -> list[SchemaVersion]:
     return await datasets.list_schema_versions(catalog.pool, slug)
 
@@ -173,10 +200,13 @@ async def list_schema_versions(
     tags=["schemas"],
     summary="One schema version as a JSON Schema document (public: the ce_dataschema URL)",
     response_class=JSONResponse,
-    responses={200: {"content": {"application/schema+json": {}}}},
+    responses={
+        200: {"content": {"application/schema+json": {"schema": {"type": "object"}}}},
+        **problem_responses(p.SCHEMA_NOT_FOUND),
+    },
 )
 async def get_schema_document(
-    slug: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)], catalog: CatalogDep
+    slug: Slug, version: Annotated[int, Path(ge=1, le=2**31 - 1, examples=[1])], catalog: CatalogDep
 ) -> JSONResponse:
     schema = await datasets.get_schema_version(catalog.pool, slug, version)
     return JSONResponse(schema.json_schema, media_type="application/schema+json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from datapolis_catalog.datasets import Links
 from datapolis_catalog.provisioning import Provisioner
@@ -37,4 +37,5 @@ async def base_url(request: Request) -> str:
 
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+Slug = Annotated[str, Path(description="the dataset's slug", examples=["energy-meters"])]
 BaseUrl = Annotated[str, Depends(base_url)]

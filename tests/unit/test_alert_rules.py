@@ -1,0 +1,127 @@
+"""Every alert in deploy/k8s rests on series that exist and that a test shows
+moving under the alert's condition.
+
+An alert on a metric nobody sets (as ``datapolis_outbox_backlog`` once was)
+never fires. So each series an alert reads is listed here with the tests that
+make it move, and a new alert on an unlisted series fails this test until
+someone writes one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datapolis_shared.metrics import ServiceMetrics
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "deploy/k8s/base/monitoring/prometheus-rules.yaml"
+
+_METRICS = "tests/integration/test_metrics.py::"
+PROVEN: dict[str, list[str]] = {
+    # Prometheus sets up=0 when a target's /metrics does not answer: these
+    # show every API and every stream worker answering it.
+    "up": [
+        "tests/e2e/test_platform.py::test_services_follow_kafka_readiness",
+        "tests/e2e/test_workers.py::test_workers_serve_probes_and_metrics",
+    ],
+    "datapolis_ready": [_METRICS + "test_ready_gauge_falls_when_the_service_cannot_do_its_job"],
+    "datapolis_http_requests_total": [
+        _METRICS + "test_server_errors_are_counted_by_route_template"
+    ],
+    "datapolis_outbox_oldest_unpublished_age_seconds": [
+        _METRICS + "test_outbox_backlog_and_age_rise_while_unpublished_then_drain"
+    ],
+    "datapolis_outbox_backlog": [
+        _METRICS + "test_outbox_backlog_and_age_rise_while_unpublished_then_drain"
+    ],
+    # The Kafka Exporter reports topics' end offsets and groups' committed
+    # offsets: these show records landing on the topics the alerts name
+    # (data.*, datapolis.ingest.rejected, datapolis.deadletters) and a
+    # datapolis-<service>-<consumer> group committing its progress.
+    "kafka_topic_partition_current_offset": [
+        "tests/integration/ingest/test_http_ingest.py::"
+        "test_valid_records_reach_the_topic_and_invalid_ones_the_dead_letters",
+        "tests/integration/test_consumers.py::test_bad_record_is_dead_lettered_and_good_ones_pass",
+    ],
+    "kafka_consumergroup_current_offset": [
+        "tests/integration/ingest/test_raw_worker.py::"
+        "test_raw_records_are_validated_forwarded_and_committed"
+    ],
+    "kafka_consumergroup_lag": [
+        "tests/integration/ingest/test_raw_worker.py::"
+        "test_raw_records_are_validated_forwarded_and_committed"
+    ],
+}
+# Series no test here can move, and why.
+UNPROVABLE: dict[str, str] = {
+    "kafka_topic_partition_under_replicated_partition": (
+        "a partition is under-replicated only on a cluster of several brokers; "
+        "the local stack and its tests run one"
+    ),
+}
+
+# PromQL words that are not series names.
+_PROMQL_WORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "bool", "offset", "sum", "min", "max", "avg", "count", "rate", "irate", "increase",
+    "delta", "deriv", "min_over_time", "max_over_time", "avg_over_time", "absent",
+}  # fmt: skip
+
+
+def _alerts() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [rule for group in doc["spec"]["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def series_of(expr: str) -> set[str]:
+    """The series names an expression reads."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)  # label matchers
+    expr = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)", " ", expr)  # label lists
+    expr = re.sub(r"\[[^\]]*\]", "[]", expr)  # ranges
+    words = set(re.findall(r"(?<![\w.])[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
+    return words - _PROMQL_WORDS
+
+
+def _test_exists(node: str) -> bool:
+    path, _, name = node.partition("::")
+    file = REPO / path
+    return file.is_file() and re.search(rf"\bdef {re.escape(name)}\(", file.read_text()) is not None
+
+
+def test_series_are_read_from_expressions() -> None:
+    assert series_of(
+        'sum by (namespace, job) (rate(datapolis_http_requests_total{status=~"5.."}[5m]))'
+        " / sum by (job) (rate(up[5m])) > 0.02 and on (pod) kafka_x == 0"
+    ) == {"datapolis_http_requests_total", "up", "kafka_x"}
+
+
+def test_every_alert_rests_on_series_a_test_moves() -> None:
+    alerts = _alerts()
+    assert alerts
+    for alert in alerts:
+        series = series_of(alert["expr"])
+        assert series, alert["alert"]
+        for name in series:
+            assert name in PROVEN or name in UNPROVABLE, (
+                f"alert {alert['alert']} reads {name}, which no test shows moving"
+            )
+    for name, tests in PROVEN.items():
+        for node in tests:
+            assert _test_exists(node), f"{name}: no test {node}"
+
+
+def test_the_services_series_the_alerts_read_are_exported() -> None:
+    registry = ServiceMetrics("any").registry
+    exported = set()
+    for family in registry.collect():
+        exported.add(family.name)
+        if family.type == "counter":
+            exported.add(family.name + "_total")
+    read = {name for alert in _alerts() for name in series_of(alert["expr"])}
+    own = {name for name in read if name.startswith("datapolis_")}
+    assert own
+    assert own <= exported
