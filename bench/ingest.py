@@ -11,11 +11,18 @@ defaults: the local stack), on loopback, in one run:
     process (``python -m datapolis_ingest api`` started here as a subprocess),
     batches of 100 records, schema validation on, several concurrent clients;
     and the ratio to (a);
-(c) p50/p99 request latency at a fixed arrival rate (open loop).
+(c) p50/p99 request latency at a steady offered load of 5,000 records/s
+    (50 batches of 100 per second, open loop: a batch leaves on schedule
+    whatever the earlier answers take).
+
+Targets: (b) at least 0.6x (a) on the median of the rounds; p99 of (c) at
+most 30 ms.
 
 (a) and (b) alternate over ``--rounds`` rounds (3), each round with records of
 its own, so both see the machine in the same state; every round is printed
-and the verdict is on the medians.
+and the verdict is on the medians. Each round also prints the CPU time per
+record of (a)'s producer, of (b)'s ingest process and of its HTTP client,
+which the other loads of a shared machine disturb less than the rates.
 
 The client is aiohttp with pre-encoded bodies, so the load generator spends
 as little of the machine's CPU as it can; it still shares the cores with the
@@ -29,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -79,6 +87,10 @@ SCHEMA: dict[str, Any] = {
     },
     "required": ["id", "meter_id", "measured_at", "kwh"],
 }
+# The targets: HTTP ingest at least this fraction of the raw producer's rate
+# (median of the rounds), and this p99 at 5,000 records/s.
+MIN_RATIO = 0.6
+MAX_P99_MS = 30
 DISTRICTS = ["Croix-Rousse", "Part-Dieu", "Confluence", "Vaise", "Gerland", "Monplaisir"]
 
 
@@ -267,6 +279,17 @@ async def cleanup(topics: list[str], db_schema: str) -> None:
         await conn.close()
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of a process, this one by default: a figure
+    the other loads of a shared machine disturb less than a rate."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as stat:  # Linux
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
@@ -289,7 +312,9 @@ async def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (a) then (b)")
     parser.add_argument("--batch", type=int, default=100, help="records per HTTP batch")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
-    parser.add_argument("--rate", type=float, default=50.0, help="batches/s for (c)")
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="batches/s for (c) (x --batch = records/s)"
+    )
     parser.add_argument("--latency-s", type=float, default=10.0, help="duration of (c)")
     args = parser.parse_args()
 
@@ -325,22 +350,30 @@ async def main() -> None:  # noqa: PLR0915 - one linear script
         rates_b: list[float] = []
         for n in range(args.rounds):
             pairs, bodies = encoded((n + 1) * count, count, args.batch)
+            started_a = cpu_seconds()
             rate_a = await baseline(baseline_topic, pairs)
+            cpu_a = cpu_seconds() - started_a
+            started_b, started_client = cpu_seconds(server.pid), cpu_seconds()
             rate_b, statuses = await sustained(url, headers, bodies, args.clients, args.batch)
+            cpu_b = cpu_seconds(server.pid) - started_b
+            cpu_client = cpu_seconds() - started_client
             rates_a.append(rate_a)
             rates_b.append(rate_b)
             print(
                 f"round {n + 1}: (a) raw aiokafka producer (acks=all, idempotent) "
                 f"{rate_a:,.0f} records/s; (b) HTTP ingest, 1 process, {args.clients} clients "
                 f"{rate_b:,.0f} records/s ({statuses.get(200, 0) * args.batch:,} acknowledged, "
-                f"statuses {statuses}); ratio {rate_b / rate_a:.2f}x"
+                f"statuses {statuses}); ratio {rate_b / rate_a:.2f}x\n"
+                f"  CPU per record: (a) producer {cpu_a / count * 1e6:.1f} us; "
+                f"(b) ingest process {cpu_b / count * 1e6:.1f} us, "
+                f"HTTP client {cpu_client / count * 1e6:.1f} us"
             )
         median_a, median_b = statistics.median(rates_a), statistics.median(rates_b)
         ratio = statistics.median(b / a for a, b in zip(rates_a, rates_b, strict=True))
-        verdict = "meets" if ratio >= 0.5 and median_b >= 20_000 else "misses"
+        verdict = "meets" if ratio >= MIN_RATIO else "misses"
         print(
             f"median: (a) {median_a:,.0f} records/s, (b) {median_b:,.0f} records/s, "
-            f"ratio HTTP / raw producer {ratio:.2f}x ({verdict} >= 0.5x and >= 20,000/s)"
+            f"ratio HTTP / raw producer {ratio:.2f}x ({verdict} >= {MIN_RATIO}x)"
         )
 
         _, timed = encoded(
@@ -349,10 +382,11 @@ async def main() -> None:  # noqa: PLR0915 - one linear script
         latencies, statuses = await latency(url, headers, timed, args.rate)
         latencies.sort()
         p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+        verdict = "meets" if p99 <= MAX_P99_MS else "misses"
         print(
             f"(c) latency at {args.rate:.0f} batches/s ({args.rate * args.batch:,.0f} records/s) "
             f"open loop, {len(latencies)} requests: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-            f"(statuses {statuses})"
+            f"({verdict} p99 <= {MAX_P99_MS} ms; statuses {statuses})"
         )
     finally:
         server.send_signal(signal.SIGINT)  # uvicorn's graceful stop

@@ -102,3 +102,20 @@ async def test_only_the_publisher_pushes() -> None:
     stranger = Principal("org-2", "key-2", frozenset({"ingest"}))
     with pytest.raises(Forbidden):
         await ingestor.ingest(caller=stranger, slug="meters", body=_body("a"), body_format="json")
+
+
+async def test_valid_records_of_a_json_array_reach_kafka_as_they_were_sent() -> None:
+    # Spacing, key order and number spelling that serializing again would
+    # change (1.50 -> 1.5, 1e2 -> 100.0, the escaped slash): the bytes go on
+    # unchanged, each record's own slice of the body.
+    records = [
+        b'{ "kwh": 1.50, "id": "a", "meter_id": "m-1" }',
+        b'{"id":"b","meter_id":"m-1","kwh":1e2,"note":"a\\/b"}',
+    ]
+    body = b"[\n  " + b",\n  ".join(records) + b"\n]"
+    sink = FakeSink()
+    answer = await _ingestor(sink).ingest(
+        caller=PUBLISHER, slug="meters", body=body, body_format="json"
+    )
+    assert orjson.loads(answer.body)["accepted"] == 2
+    assert [r.value for r in sink.sent if r.topic == "data.meters"] == records

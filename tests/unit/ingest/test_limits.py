@@ -45,7 +45,7 @@ def test_a_record_too_deep_is_refused_in_the_batch_others_stay() -> None:
     body = b'[{"meter_id": "m", "kwh": 1}, {"meter_id": "m", "kwh": 1, "x": ' + (
         b"[" * 300 + b"]" * 300 + b"}]"
     )
-    items = parse_json_batch(body)
+    items, _ = parse_json_batch(body)
     prepared = Preparer(_dataset(), _dataset().accepting(), producer="o", id_prefix="b-").prepare(
         items, RecordIdWindow(window_s=60, max_ids=10), 0
     )
@@ -137,7 +137,7 @@ def test_a_batch_screen_never_misses_a_record_too_deep(flat: int, depth: int) ->
     deep = b'{"x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
     body = b"[" + b",".join([b'{"s": "[{[{"}'] * flat + [deep, b"1", b'"]]]"']) + b"]"
 
-    items = parse_json_batch(body)
+    items, _ = parse_json_batch(body)
 
     refused = [type(item).__name__ for item in items if not isinstance(item, dict | int | str)]
     assert refused == (["OverLimit"] if depth > MAX_RECORD_DEPTH else [])

@@ -149,9 +149,20 @@ def test_json_batch_position_of_a_syntax_error() -> None:
         parse_json_batch(b'[{"a": 1},\n {"a": }]')
     assert caught.value.code == "malformed-json"
     assert (caught.value.extra["line"], caught.value.extra["column"]) == (2, 8)
-    assert parse_json_batch(b'{"a": 1}') == [{"a": 1}]
+    assert parse_json_batch(b' {"a": 1}\n') == ([{"a": 1}], [b'{"a": 1}'])
     with pytest.raises(InvalidInput):
         parse_json_batch(b"42")
+
+
+def test_json_batch_the_span_scanner_refuses_is_parsed_all_the_same() -> None:
+    # Nesting orjson still parses but msgspec's scanner refuses: no bytes to
+    # forward, so the records are serialized again, and nothing is refused.
+    deep = b"[" * 1000 + b"]" * 1000
+    body = b'[{"id": "a"}, {"deep": ' + deep + b"}]"
+    items, raws = parse_json_batch(body)
+    assert raws is None
+    assert len(items) == 2
+    assert items[0] == {"id": "a"}
 
 
 def test_ndjson_keeps_lines_and_marks_malformed_ones() -> None:

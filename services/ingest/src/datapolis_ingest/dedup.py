@@ -16,7 +16,7 @@ once Kafka acknowledged it (``commit``); a batch that failed releases them
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class RecordIdWindow:
@@ -47,22 +47,26 @@ class RecordIdWindow:
     def release(self, record_ids: Iterable[str]) -> None:
         self._pending.difference_update(record_ids)
 
-    def commit(self, record_ids: Iterable[str], now: float) -> None:
-        expires = now + self._window_s
+    def commit(self, record_ids: Sequence[str], now: float) -> None:
         seen = self._seen
-        pending = self._pending
-        for record_id in record_ids:
-            pending.discard(record_id)
-            seen[record_id] = expires
-            seen.move_to_end(record_id)  # keeps expiry order
+        self._pending.difference_update(record_ids)
+        size = len(seen)
+        # New ids go to the end in one C-level update; the expiry of them all
+        # is the latest there is, so expiry order holds.
+        seen.update(dict.fromkeys(record_ids, now + self._window_s))
+        if len(seen) - size != len(record_ids):
+            # Some were here already (expired, or repeated): update() left
+            # them where they were, so they move to the end too.
+            for record_id in record_ids:
+                seen.move_to_end(record_id)
         self._evict(now)
 
     def _evict(self, now: float) -> None:
         seen = self._seen
-        excess = len(seen) - self._max_ids
+        pop_oldest = seen.popitem
+        for _ in range(len(seen) - self._max_ids):
+            pop_oldest(last=False)
         while seen:
-            expires = next(iter(seen.values()))
-            if excess <= 0 and expires > now:
+            if next(iter(seen.values())) > now:
                 return
-            seen.popitem(last=False)
-            excess -= 1
+            pop_oldest(last=False)

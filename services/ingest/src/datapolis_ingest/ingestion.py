@@ -139,11 +139,11 @@ class Ingestor:
         body: bytes,
         body_format: BodyFormat,
     ) -> Answer:
-        raws: list[bytes | None] | None = None
+        raws: list[bytes | None] | None
         if body_format == "ndjson":
             items, raws = parse_ndjson(body)
         else:
-            items = parse_json_batch(body)
+            items, raws = parse_json_batch(body)
         count = len(items)
         if count == 0:
             raise InvalidInput("the batch holds no records", code="empty-batch")
@@ -175,6 +175,9 @@ class Ingestor:
         )
         now = time.monotonic()
         prepared = preparer.prepare(items, window, now, raws=raws)
+        # The parsed records are not needed while Kafka acknowledges: freed
+        # now, they are not carried through garbage collections meanwhile.
+        del items, raws
         records = prepared.outgoing
         if prepared.rejections:
             records = records + dead_letters(
