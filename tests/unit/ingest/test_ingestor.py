@@ -104,6 +104,21 @@ async def test_only_the_publisher_pushes() -> None:
         await ingestor.ingest(caller=stranger, slug="meters", body=_body("a"), body_format="json")
 
 
+async def test_a_record_naming_a_key_twice_reaches_kafka_as_it_was_validated() -> None:
+    # Validation sees the last "kwh" (orjson keeps it); a reader keeping the
+    # first would get a string nobody checked, so the raw bytes do not go on.
+    body = b'[{"id": "a", "meter_id": "m-1", "kwh": "not a number", "kwh": 2.5}]'
+    for fmt, payload in (("json", body), ("ndjson", body[1:-1] + b"\n")):
+        sink = FakeSink()
+        answer = await _ingestor(sink).ingest(
+            caller=PUBLISHER, slug="meters", body=payload, body_format=fmt
+        )
+        assert orjson.loads(answer.body)["accepted"] == 1
+        [sent] = [r.value for r in sink.sent if r.topic == "data.meters"]
+        assert sent.count(b'"kwh"') == 1
+        assert orjson.loads(sent) == {"id": "a", "meter_id": "m-1", "kwh": 2.5}
+
+
 async def test_valid_records_of_a_json_array_reach_kafka_as_they_were_sent() -> None:
     # Spacing, key order and number spelling that serializing again would
     # change (1.50 -> 1.5, 1e2 -> 100.0, the escaped slash): the bytes go on

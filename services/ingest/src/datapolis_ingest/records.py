@@ -170,6 +170,27 @@ def parse_ndjson(body: bytes) -> tuple[list[Any], list[bytes | None]]:
     return items, raws
 
 
+def says_no_more(raw: bytes, item: Any) -> bool:
+    """Whether a record's own bytes can go to Kafka in place of what was
+    validated: not when they name a key twice. orjson keeps the last value of
+    a repeated key, and that is what validation saw; a reader that keeps the
+    first would get a value nobody checked.
+
+    Every member of a JSON object is a string followed by ``:``, so the raw
+    bytes hold at least as many ``":`` as the record has members, more when a
+    key repeats (or a string holds ``\\":``). Equal counts prove there is no
+    repeat; any other count falls back to serializing the parsed record."""
+    return raw.count(b'":') == _members(item)
+
+
+def _members(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_members(v) for v in value.values() if isinstance(v, dict | list))
+    if isinstance(value, list):
+        return sum(_members(v) for v in value if isinstance(v, dict | list))
+    return 0
+
+
 class Preparer:
     """Turns a dataset's batch into Kafka records, under one schema version."""
 
@@ -314,7 +335,7 @@ class Preparer:
                 headers.append(("ce_subject", subject))
 
             raw = raws[index] if raws is not None else None
-            value = raw or dumps(item)
+            value = raw if raw is not None and says_no_more(raw, item) else dumps(item)
             # Inline the cheap bound of ``size_error``: most records are far below.
             if (len(value) << 2) + (len(key) if key else 0) > size_screen:
                 too_large = size_error(value, key, headers, max_record_bytes)
