@@ -121,11 +121,11 @@ async def test_a_record_naming_a_key_twice_reaches_kafka_as_it_was_validated() -
 
 async def test_valid_records_of_a_json_array_reach_kafka_as_they_were_sent() -> None:
     # Spacing, key order and number spelling that serializing again would
-    # change (1.50 -> 1.5, 1e2 -> 100.0, the escaped slash): the bytes go on
-    # unchanged, each record's own slice of the body.
+    # change (1.50 -> 1.5, 1e2 -> 100.0): the bytes go on unchanged, each
+    # record's own slice of the body.
     records = [
         b'{ "kwh": 1.50, "id": "a", "meter_id": "m-1" }',
-        b'{"id":"b","meter_id":"m-1","kwh":1e2,"note":"a\\/b"}',
+        b'{"id":"b","meter_id":"m-1","kwh":1e2,"note":"a/b: \xc3\xa9t\xc3\xa9"}',
     ]
     body = b"[\n  " + b",\n  ".join(records) + b"\n]"
     sink = FakeSink()

@@ -9,7 +9,13 @@ import orjson
 import pytest
 
 from datapolis_ingest.dedup import RecordIdWindow
-from datapolis_ingest.records import Malformed, Preparer, parse_json_batch, parse_ndjson
+from datapolis_ingest.records import (
+    Malformed,
+    Preparer,
+    bytes_to_send,
+    parse_json_batch,
+    parse_ndjson,
+)
 from datapolis_ingest.registry import Dataset, LazyValidator
 from datapolis_ingest.validation import (
     MAX_ERRORS_PER_RECORD,
@@ -217,3 +223,22 @@ def test_personal_records_need_their_subject() -> None:
     assert dict(record.headers)["ce_subject"] == b"h1"
     assert record.key is None
     assert prepared.rejections[0].errors[0].path == "/household"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":"x","a":2,"b":3}',
+        b'{"a" :"x","a":2,"b":3}',  # a member the colon count would miss
+        b'{"a":"x","a":2,"b":"\\u0022:"}',  # an escape spelling a key's end
+        b'{"n":{"a":"x","a":2},"b":3}',
+    ],
+)
+def test_bytes_naming_a_key_twice_are_never_sent_as_they_came(raw: bytes) -> None:
+    item = orjson.loads(raw)
+    assert bytes_to_send(raw, item) == orjson.dumps(item)
+
+
+def test_bytes_without_repeats_are_sent_as_they_came() -> None:
+    raw = b'{"b": 1.50, "a": [1e2, {"c": "d: e"}]}'
+    assert bytes_to_send(raw, orjson.loads(raw)) is raw

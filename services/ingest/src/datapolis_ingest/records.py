@@ -170,25 +170,26 @@ def parse_ndjson(body: bytes) -> tuple[list[Any], list[bytes | None]]:
     return items, raws
 
 
-def says_no_more(raw: bytes, item: Any) -> bool:
-    """Whether a record's own bytes can go to Kafka in place of what was
-    validated: not when they name a key twice. orjson keeps the last value of
-    a repeated key, and that is what validation saw; a reader that keeps the
-    first would get a value nobody checked.
+def bytes_to_send(raw: bytes | None, item: Any) -> bytes:
+    """A record's own bytes, ``raw``, when they can go to Kafka in place of
+    what was validated, else ``item`` serialized: not when they name a key
+    twice. orjson keeps the last value of a repeated key, and that is what
+    validation saw; a reader that keeps the first would get a value nobody
+    checked.
 
-    Every member of a JSON object is a string followed by ``:``, so the raw
-    bytes hold at least as many ``":`` as the record has members, more when a
-    key repeats (or a string holds ``\\":``). Equal counts prove there is no
-    repeat; any other count falls back to serializing the parsed record."""
-    return raw.count(b'":') == _members(item)
-
-
-def _members(value: Any) -> int:
-    if isinstance(value, dict):
-        return len(value) + sum(_members(v) for v in value.values() if isinstance(v, dict | list))
-    if isinstance(value, list):
-        return sum(_members(v) for v in value if isinstance(v, dict | list))
-    return 0
+    The proof is a count of members, each a key string right before its
+    ``:``. It holds for bytes with no escape (no backslash, so no string
+    holds a quote) and no white space before a colon: then every ``":`` in
+    them is one member, as in ``dumps(item)``, which has each key once, so
+    equal counts mean no key repeats. Other records (rare) are serialized
+    from what was validated. Serializing costs about 0.2 µs a record;
+    counting members by walking the record in Python would cost 2 µs."""
+    encoded = orjson.dumps(item)
+    if raw is None or b"\\" in raw:
+        return encoded
+    if b" :" in raw or b"\t:" in raw or b"\n:" in raw or b"\r:" in raw:
+        return encoded
+    return raw if raw.count(b'":') == encoded.count(b'":') else encoded
 
 
 class Preparer:
@@ -248,7 +249,6 @@ class Preparer:
         id_prefix = self._id_prefix
         max_record_bytes = self._max_record_bytes
         size_screen = max_record_bytes - SIZE_SCREEN_MARGIN
-        dumps = orjson.dumps
         is_known = window.is_known
         reserve = window.reserve
         reserved = out.reserved_ids
@@ -335,7 +335,7 @@ class Preparer:
                 headers.append(("ce_subject", subject))
 
             raw = raws[index] if raws is not None else None
-            value = raw if raw is not None and says_no_more(raw, item) else dumps(item)
+            value = bytes_to_send(raw, item)
             # Inline the cheap bound of ``size_error``: most records are far below.
             if (len(value) << 2) + (len(key) if key else 0) > size_screen:
                 too_large = size_error(value, key, headers, max_record_bytes)
