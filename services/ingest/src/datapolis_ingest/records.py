@@ -177,19 +177,18 @@ def bytes_to_send(raw: bytes | None, item: Any) -> bytes:
     validation saw; a reader that keeps the first would get a value nobody
     checked.
 
-    The proof is a count of members, each a key string right before its
-    ``:``. It holds for bytes with no escape (no backslash, so no string
-    holds a quote) and no white space before a colon: then every ``":`` in
-    them is one member, as in ``dumps(item)``, which has each key once, so
-    equal counts mean no key repeats. Other records (rare) are serialized
-    from what was validated. Serializing costs about 0.2 µs a record;
-    counting members by walking the record in Python would cost 2 µs."""
+    The proof counts colons. In bytes without an escape (no backslash)
+    every string is spelled as in ``orjson.dumps(item)``, which keeps each
+    member once; so the two hold the same colons (one per member, plus those
+    inside strings) unless the bytes carry a member that parsing dropped.
+    White space and number spellings hold no colon. Bytes with an escape
+    (rare) are sent serialized. Serializing costs about 0.3 µs a record;
+    walking the record in Python to count its members would cost 2 µs.
+    """
     encoded = orjson.dumps(item)
     if raw is None or b"\\" in raw:
         return encoded
-    if b" :" in raw or b"\t:" in raw or b"\n:" in raw or b"\r:" in raw:
-        return encoded
-    return raw if raw.count(b'":') == encoded.count(b'":') else encoded
+    return raw if raw.count(b":") == encoded.count(b":") else encoded
 
 
 class Preparer:
