@@ -31,6 +31,39 @@ def request_id_from(header: bytes) -> str:
     return uuid.uuid4().hex
 
 
+async def send_problem(
+    send: Send,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    close: bool = False,
+    **extra: object,
+) -> None:
+    """Answer with a problem+json from an ASGI middleware, before any route
+    (so without FastAPI's handlers), carrying the request id when there is one."""
+    body: dict[str, object] = {
+        "type": TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    if request_id := request_id_var.get():
+        body["request_id"] = request_id
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
 class RequestIdMiddleware:
     """Takes the caller's ``X-Request-Id`` (if well-formed) or makes one, puts
     it in the logging context and echoes it on every response."""
@@ -118,30 +151,15 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Send) -> None:
-        request_id = request_id_var.get()
-        body = {
-            "type": TYPE_BASE + "payload-too-large",
-            "title": "Payload too large",
-            "status": 413,
-            "detail": f"the request body exceeds {self.max_bytes} bytes",
-            "code": "payload-too-large",
-            "max_bytes": self.max_bytes,
-        }
-        if request_id:
-            body["request_id"] = request_id
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_problem(
+            send,
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"the request body exceeds {self.max_bytes} bytes",
+            max_bytes=self.max_bytes,
+            close=True,
         )
-        await send({"type": "http.response.body", "body": payload})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -196,26 +214,11 @@ class HeaderSizeLimitMiddleware:
         if size <= self.max_bytes:
             await self.app(scope, receive, send)
             return
-        body = {
-            "type": TYPE_BASE + "headers-too-large",
-            "title": "Request header fields too large",
-            "status": 431,
-            "detail": f"the request line and headers exceed {self.max_bytes} bytes",
-            "code": "headers-too-large",
-            "max_bytes": self.max_bytes,
-        }
-        request_id = request_id_var.get()
-        if request_id:
-            body["request_id"] = request_id
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 431,
-                "headers": [
-                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
+        await send_problem(
+            send,
+            431,
+            "headers-too-large",
+            "Request header fields too large",
+            f"the request line and headers exceed {self.max_bytes} bytes",
+            max_bytes=self.max_bytes,
         )
-        await send({"type": "http.response.body", "body": payload})

@@ -182,13 +182,8 @@ class Producer:
                     for r in records
                 ]
                 return list(await asyncio.gather(*futures))
-        except SIZE_ERRORS as exc:
-            await self._after_size_error(exc, generation)
-            raise _too_large() from exc
         except (KafkaError, TimeoutError) as exc:
-            if isinstance(exc, FATAL_PRODUCER_ERRORS):
-                await self._renew(generation)
-            raise Unavailable("Kafka did not acknowledge the records; try again later") from exc
+            raise await self._failure(exc, generation) from exc
 
     async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
         """Like :meth:`send_many` (acks=all, all or :class:`Unavailable`), for
@@ -300,13 +295,8 @@ class Producer:
                 batch.close()
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 await asyncio.gather(*futures)
-        except SIZE_ERRORS as exc:
-            await self._after_size_error(exc, generation)
-            raise _too_large() from exc
         except (KafkaError, TimeoutError) as exc:
-            if isinstance(exc, FATAL_PRODUCER_ERRORS):
-                await self._renew(generation)
-            raise Unavailable("Kafka did not acknowledge the records; try again later") from exc
+            raise await self._failure(exc, generation) from exc
 
     async def _renew(self, failed_generation: int) -> None:
         """Replace a producer whose idempotence state is broken (once, however
@@ -327,6 +317,18 @@ class Producer:
                 # The next send tries again with yet another producer.
                 raise Unavailable("Kafka is unreachable; try again later") from exc
             self._broken = False
+
+    async def _failure(
+        self, exc: KafkaError | TimeoutError, generation: int
+    ) -> TooLarge | Unavailable:
+        """What a failed write tells its caller, after repairing the producer
+        when the failure broke its idempotent sequence."""
+        if isinstance(exc, SIZE_ERRORS):
+            await self._after_size_error(exc, generation)
+            return _too_large()
+        if isinstance(exc, FATAL_PRODUCER_ERRORS):
+            await self._renew(generation)
+        return Unavailable("Kafka did not acknowledge the records; try again later")
 
     async def _after_size_error(self, exc: BaseException, generation: int) -> None:
         """When the broker refuses an oversized record (the topic's
