@@ -235,6 +235,11 @@ async def catalog_target(service_settings: ServiceSettings) -> AsyncIterator[Tar
     await delete_topics(settings.kafka.bootstrap_servers, topics)
 
 
+def _knows_version(app: FastAPI, slug: str, version: int) -> bool:
+    dataset = app.state.registry.get(slug)
+    return dataset is not None and dataset.schema_version == version
+
+
 @pytest.fixture
 async def ingest_target(
     service_settings: ServiceSettings, producer: Producer
@@ -272,7 +277,9 @@ async def ingest_target(
             )
         )
         await _until_key_works(app, token)
-        await eventually(lambda: app.state.registry.get(slug) is not None, timeout_s=60)
+        # Known with its schema: a dataset whose first version has not been
+        # applied yet is a retryable 503 (schema-version-not-known-yet).
+        await eventually(lambda: _knows_version(app, slug, 1), timeout_s=60)
         record = {
             "id": "r-1",
             "meter_id": "m-1",
