@@ -285,3 +285,23 @@ def test_a_receipt_is_immutable_and_its_period_ends_after_it_starts() -> None:
         # A time without its offset is ambiguous.
         naive = datetime(2026, 1, 1)
         Event(type="revoked", time=naive, ledger_sequence=1, ledger_hash=LEDGER_HASH)
+
+
+def test_a_key_announced_before_it_signs_is_published_throughout_the_rotation() -> None:
+    """Two steps, so that no replica signs with a key another does not serve:
+    announce the next key among the retired, then make it the signing key."""
+    old = OKPKey.generate_key("Ed25519")
+    new = OKPKey.generate_key("Ed25519")
+    serving = KeyRing.load(json.dumps(old.as_dict(private=True)))
+    announced = KeyRing.load(
+        json.dumps(old.as_dict(private=True)), [*serving.jwks()["keys"], public_jwk(new)]
+    )
+    assert announced.kid == old.thumbprint()
+    switched = KeyRing.load(json.dumps(new.as_dict(private=True)), announced.jwks()["keys"])
+    assert switched.kid == new.thumbprint()
+    # During either restart, whichever replica signs, every replica that is
+    # up to date with the step before publishes its key.
+    kids = {k["kid"] for k in announced.jwks()["keys"]}
+    assert kids == {k["kid"] for k in switched.jwks()["keys"]}
+    assert verify_receipt(_receipt_token(switched), announced.jwks()).header.record_id == "agr-1"
+    assert verify_receipt(_receipt_token(announced), switched.jwks()).header.record_id == "agr-1"

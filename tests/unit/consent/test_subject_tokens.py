@@ -202,5 +202,15 @@ def test_issuer_settings_refuse_symmetric_algorithms_and_ambiguous_keys() -> Non
     ):
         with pytest.raises(ValidationError):
             _issuer(**overrides)
+    production: dict[str, Any] = {
+        "operator_key": "dpk_operator_" + "x" * 40,
+        "postgres": {"dsn": "postgresql://consent:s3cret@db:5432/datapolis"},
+        "receipts": {"signing_key": "-"},
+    }
+    plain_http = _issuer(jwks=None, jwks_url="http://publisher.example/jwks.json")
+    with pytest.raises(ValidationError, match="must be https"):
+        ConsentSettings.model_validate({**production, "subject_token_issuers": [plain_http]})
+    # A local provider over plain HTTP is fine in development.
+    assert ConsentSettings(dev=True, subject_token_issuers=[plain_http])
     with pytest.raises(ValidationError, match="listed once"):
         ConsentSettings(dev=True, subject_token_issuers=[_issuer(), _issuer(audience="another")])

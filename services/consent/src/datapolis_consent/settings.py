@@ -75,7 +75,7 @@ class ConsentSettings(ServiceSettings):
     subject_token_issuers: list[TokenIssuer] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _refuse_development_signing_key(self) -> Self:
+    def _refuse_development_keys_and_untrusted_issuers(self) -> Self:
         if not self.dev and (
             self.receipts.signing_key.get_secret_value() == DEV_RECEIPT_SIGNING_KEY
         ):
@@ -83,6 +83,12 @@ class ConsentSettings(ServiceSettings):
                 "default development secrets refused outside development: "
                 "receipts.signing_key (set CONSENT_RECEIPTS__SIGNING_KEY, or CONSENT_DEV=true)"
             )
+        for issuer in self.subject_token_issuers:
+            url = issuer.jwks_url
+            if url is not None and url.scheme != "https" and not self.dev:
+                # Whoever answers a plain-HTTP fetch could hand in keys of their
+                # own and sign tokens for any data subject.
+                raise ValueError(f"issuer {issuer.issuer!r}: jwks_url must be https")
         issuers = [issuer.issuer for issuer in self.subject_token_issuers]
         if len(issuers) != len(set(issuers)):
             raise ValueError("subject_token_issuers: each issuer may be listed once")
