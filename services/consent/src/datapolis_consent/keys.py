@@ -3,7 +3,8 @@ the public keys of retired ones, each named by its RFC 7638 thumbprint.
 
 Rotation: configure a new signing key and move the old one's public JWK to the
 retired list. New receipts are signed with the new key; old ones still verify,
-since every key of the ring is published in the JWKS.
+since every key of the ring is published in the JWKS. Any public key in the
+retired list is published, so the next key can be announced before it signs.
 """
 
 from __future__ import annotations
