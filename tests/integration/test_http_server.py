@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from datapolis_consent.app import create_app
+from datapolis_consent.settings import ConsentSettings
 from datapolis_shared.http.server import uvicorn_options
 from datapolis_shared.settings import ServiceSettings
 from tests.kafka_util import eventually
@@ -20,7 +21,7 @@ from tests.kafka_util import eventually
 
 @pytest.fixture
 async def server(service_settings: ServiceSettings) -> AsyncIterator[str]:
-    app = create_app(service_settings)
+    app = create_app(ConsentSettings(**dict(service_settings)))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -56,6 +56,8 @@ def _workload_env(service: str) -> dict[str, str]:
         for doc in yaml.safe_load_all(path.read_text()):
             for container in _containers(doc or {}):
                 for var in container.get("env", []):
+                    if var.get("valueFrom", {}).get("secretKeyRef", {}).get("optional"):
+                        continue  # an optional key may be absent: the default applies
                     env[var["name"]] = var.get("value", "from-a-secret-" + "x" * 32)
     return env
 

@@ -35,6 +35,7 @@ PUBLIC = {
     ("/catalog.jsonld", "get"),
     ("/catalog/datasets/{slug}", "get"),
     ("/asyncapi.json", "get"),
+    ("/.well-known/jwks.json", "get"),
 }
 
 

@@ -3,7 +3,7 @@ health, and an OpenAPI document that lists every problem an operation answers.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Annotated, Literal
 
@@ -96,11 +96,14 @@ def build_app(
     middleware: Sequence[Middleware] = (),
     documented: bool = True,
     input_codes: Sequence[ProblemCode] = (),
+    offline_paths: Collection[str] = (),
 ) -> FastAPI:
     """The app every HTTP server of the project runs: problem+json errors, the
     probes, the completed OpenAPI document, and ``lifespans`` around its life.
     Every request passes the request id and the unhandled-error middleware
-    first (so a 500 carries the id), then ``middleware``, outermost first."""
+    first (so a 500 carries the id), then ``middleware``, outermost first.
+    ``offline_paths`` answer from memory, needing neither Kafka nor
+    PostgreSQL: like the probes, their documents list no 503 ``unavailable``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,7 +122,10 @@ def build_app(
             middleware=stack,
         )
         install_openapi(
-            app, authenticate=authenticate, probe_paths=PROBE_PATHS, input_codes=input_codes
+            app,
+            authenticate=authenticate,
+            probe_paths=PROBE_PATHS | frozenset(offline_paths),
+            input_codes=input_codes,
         )
     else:
         app = FastAPI(
@@ -146,12 +152,14 @@ def create_service_app(
     lifespans: Sequence[LifespanHook] = (),
     input_codes: Sequence[ProblemCode] = (),
     version: str = "0.1.0",
+    offline_paths: Collection[str] = (),
 ) -> FastAPI:
     """A service's API. Its Runtime connects in the background once the app
     starts; ``on_connected`` runs when Kafka and PostgreSQL answer.
     ``lifespans`` run inside the Runtime's: they end before it stops, so they
     may still use the pool and the producer while they shut down.
-    ``input_codes`` are problem codes any operation with input can answer."""
+    ``input_codes`` are problem codes any operation with input can answer;
+    ``offline_paths`` are routes that need neither Kafka nor PostgreSQL."""
     configure_logging(settings.service_name, settings.log_level, json=settings.log_json)
     metrics = ServiceMetrics(settings.service_name)
 
@@ -176,6 +184,7 @@ def create_service_app(
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes),
         ],
         input_codes=input_codes,
+        offline_paths=offline_paths,
     )
     app.state.settings = settings
 
