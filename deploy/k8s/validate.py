@@ -46,6 +46,7 @@ UNVALIDATED_KINDS = {
 # Secrets created by hand before deploying (README, "Secrets"), with their keys.
 MANUAL_SECRETS = {
     "datapolis-operator": {"operator-key"},
+    "datapolis-consent-receipts": {"signing-key", "retired-keys"},
     "datapolis-pg-backup-s3": {"ACCESS_KEY_ID", "ACCESS_SECRET_KEY"},
     "datapolis-api-tls": {"tls.crt", "tls.key"},
 }
