@@ -256,12 +256,17 @@ EDITS: dict[str, list[str]] = {
     "deleted-at-end": [
         "DELETE FROM ledger WHERE sequence >= 9",
     ],
+    "unhashable": [
+        "UPDATE ledger SET payload = jsonb_set(payload, '{n}', ('1' || repeat('0', 400))::jsonb)"
+        " WHERE sequence = 5"
+    ],
 }
 EXPECTED = {
     "altered": (5, "altered"),
     "deleted": (5, "missing"),
     "reordered": (5, "reordered"),
     "deleted-at-end": (9, "missing"),
+    "unhashable": (5, "altered"),
 }
 
 
@@ -280,7 +285,7 @@ async def test_an_edit_in_postgresql_is_found_by_the_chain(
     assert result.last_sequence == EXPECTED[edit][0] - 1
 
 
-@pytest.mark.parametrize("edit", EDITS)
+@pytest.mark.parametrize("edit", ["altered", "deleted", "reordered", "deleted-at-end"])
 async def test_a_rewritten_history_is_found_by_an_earlier_checkpoint(
     ledger: Pool, owner: Connection, edit: str
 ) -> None:

@@ -64,7 +64,7 @@ PAYLOADS: list[dict[str, Any]] = [
 def test_the_canonical_form_is_rfc8785_of_the_documented_document(
     payload: dict[str, Any],
 ) -> None:
-    row = Row(payload=payload, entity_id="agr-é\n", actor="subject:\u2028x")
+    row = Row(payload=payload, entity_id='agr-é\n"\\\x1f', actor="subject:\u2028x\U0001f600")
     expected = rfc8785.dumps(document(row))
     assert canonical_entry(**dataclasses.asdict(row)) == expected
     assert entry_hash(**dataclasses.asdict(row)) == hashlib.sha256(expected).hexdigest()
@@ -115,6 +115,11 @@ def test_key_order_and_time_zone_do_not_change_the_hash() -> None:
 def test_a_payload_without_a_canonical_form_is_refused(payload: dict[Any, Any]) -> None:
     with pytest.raises(InvalidChange):
         entry_hash(**dataclasses.asdict(Row(payload=payload)))
+
+
+def test_a_string_without_a_canonical_form_is_refused() -> None:
+    with pytest.raises(InvalidChange):
+        entry_hash(**dataclasses.asdict(Row(actor="org:\ud800")))
 
 
 def test_a_naive_time_is_refused() -> None:

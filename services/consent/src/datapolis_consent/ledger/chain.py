@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,8 +91,20 @@ def canonical_payload(payload: Payload) -> bytes:
         raise InvalidChange(f"the payload has no canonical JSON form: {exc}") from exc
 
 
+# RFC 8785 writes a string as its UTF-8 between quotes, escaping only these.
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+
+
 def _string(value: str) -> bytes:
-    return rfc8785.dumps(value)
+    if _NEEDS_ESCAPE.search(value) is None:
+        try:
+            return b'"' + value.encode() + b'"'
+        except UnicodeEncodeError as exc:
+            raise InvalidChange("a ledger string holds a lone surrogate") from exc
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise InvalidChange(f"a ledger string has no canonical JSON form: {exc}") from exc
 
 
 def canonical_entry(
