@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
+import rfc8785
 
 from datapolis_consent.ledger import (
     GENESIS_HASH,
@@ -28,10 +31,11 @@ from datapolis_consent.ledger import (
     verify_chain,
     verify_entity,
 )
-from datapolis_consent.ledger.chain import decode_payload
+from datapolis_consent.ledger.chain import canonical_stored_payload, decode_payload
 from datapolis_shared.postgres.migrate import apply, service_migrations
 from datapolis_shared.postgres.pool import Connection, Pool
 from tests.hmac_signer import HmacSigner
+from tests.json_samples import random_object
 
 SIGNER = HmacSigner()
 
@@ -176,7 +180,25 @@ async def test_an_append_outside_a_transaction_or_with_a_bad_change_is_refused(
                     payload={"n": float("nan")},
                     actor="s",
                 )
-        assert await conn.fetchval("SELECT count(*) FROM ledger") == 0
+            with pytest.raises(InvalidChange, match="NUL"):
+                await append(
+                    conn,
+                    entity_kind="consent",
+                    entity_id="c",
+                    change="granted",
+                    payload={"note": "a\x00b"},
+                    actor="s",
+                )
+            # An escaped backslash before "u0000" is no NUL.
+            await append(
+                conn,
+                entity_kind="consent",
+                entity_id="c",
+                change="granted",
+                payload={"path": "C:\\u0000"},
+                actor="s",
+            )
+        assert await conn.fetchval("SELECT count(*) FROM ledger") == 1
 
 
 async def test_concurrent_appends_stay_one_linear_chain(
@@ -380,3 +402,32 @@ async def test_one_agreement_is_verified_with_the_links_around_it(
         result = await verify_entity(conn, "agreement", target, signer=SIGNER)
     assert result.broken is not None
     assert (result.broken.sequence, result.broken.kind) == (9, "altered")
+
+
+async def test_payloads_hash_alike_after_a_trip_through_jsonb(ledger: Pool) -> None:
+    rng = random.Random(20261202)
+    # JSONB refuses NUL characters; appends refuse them first (tested below).
+    payloads = [
+        p for p in (random_object(rng) for _ in range(3000)) if "\\u0000" not in json.dumps(p)
+    ]
+    async with ledger.acquire() as conn:
+        printed = await conn.fetch(
+            "SELECT p::jsonb::text AS printed FROM unnest($1::text[]) WITH ORDINALITY AS t(p, n)"
+            " ORDER BY n",
+            [json.dumps(p) for p in payloads],
+        )
+        for payload, row in zip(payloads, printed, strict=True):
+            assert canonical_stored_payload(row["printed"]) == rfc8785.dumps(payload), payload
+        async with conn.transaction():
+            for i, payload in enumerate(payloads[:300]):
+                await append(
+                    conn,
+                    entity_kind="consent",
+                    entity_id=f"c-{i}",
+                    change="granted",
+                    payload=payload,
+                    actor="subject:s",
+                )
+        result = await verify_chain(conn)
+    assert result.ok, result.broken
+    assert result.rows == 300

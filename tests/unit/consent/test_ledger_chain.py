@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,13 +14,19 @@ import pytest
 import rfc8785
 
 from datapolis_consent.ledger import GENESIS_HASH, InvalidChange, canonical_entry, entry_hash
-from datapolis_consent.ledger.chain import check_change, decode_payload, format_instant
+from datapolis_consent.ledger.chain import (
+    canonical_stored_payload,
+    check_change,
+    decode_payload,
+    format_instant,
+)
 from datapolis_consent.ledger.checkpoints import (
     InvalidCheckpoint,
     checkpoint_payload,
     open_checkpoint,
 )
 from tests.hmac_signer import HmacSigner
+from tests.json_samples import random_object
 
 AT = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
 
@@ -154,3 +161,12 @@ def test_a_checkpoint_opens_only_with_a_valid_signature() -> None:
     forged = signer.sign(b'{"hash":"' + b"a" * 64 + b'","sequence":42}')
     with pytest.raises(InvalidCheckpoint, match="not a ledger checkpoint"):
         open_checkpoint(forged, signer)
+
+
+def test_the_fast_canonical_form_of_stored_payloads_is_rfc8785() -> None:
+    rng = random.Random(8785)
+    for _ in range(3000):
+        payload = random_object(rng)
+        expected = rfc8785.dumps(payload)
+        assert canonical_stored_payload(json.dumps(payload)) == expected, payload
+        assert canonical_stored_payload(json.dumps(payload, ensure_ascii=False)) == expected

@@ -18,6 +18,7 @@ transaction that waited for the head would fail with a serialization error.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,6 +46,10 @@ WITH entry AS (
 )
 UPDATE ledger_head SET sequence = $1, hash = $9, recorded_at = $7
 """
+
+
+# An escaped NUL: a \u0000 not itself preceded by an escaped backslash.
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class NotInTransaction(LedgerError):
@@ -86,6 +91,8 @@ async def append(
     # refused without making other appends wait.
     body = canonical_payload(payload)
     payload_text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+    if _NUL.search(payload_text):
+        raise InvalidChange("a ledger payload cannot hold the NUL character (JSONB refuses it)")
 
     locked = await conn.fetchrow(LOCK_HEAD)
     assert locked is not None, "the ledger migration inserts the head row"

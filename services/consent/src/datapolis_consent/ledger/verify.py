@@ -30,8 +30,7 @@ from datapolis_consent.ledger.chain import (
     EntityKind,
     InvalidChange,
     LedgerError,
-    canonical_payload,
-    decode_payload,
+    canonical_stored_payload,
     entry_hash,
 )
 from datapolis_consent.ledger.checkpoints import (
@@ -198,7 +197,7 @@ async def _walk(
                 entity_kind=kind,
                 entity_id=entity_id,
                 change=change,
-                payload=canonical_payload(decode_payload(payload)),
+                payload=canonical_stored_payload(payload),
                 actor=actor,
                 recorded_at=recorded_at,
                 prev_hash=prev_hash,
