@@ -321,7 +321,9 @@ async def test_a_rewritten_history_is_found_by_an_earlier_checkpoint(
     # The forger renumbers after a deletion and recomputes every hash, so the
     # chain alone is consistent again...
     if edit == "deleted":
-        await unguarded(owner, "UPDATE ledger SET sequence = sequence - 1 WHERE sequence > 5")
+        # (in two steps: the primary key is checked row by row)
+        await unguarded(owner, "UPDATE ledger SET sequence = sequence + 1000000 WHERE sequence > 5")
+        await unguarded(owner, "UPDATE ledger SET sequence = sequence - 1000001 WHERE sequence > 5")
     await rehash_from(owner, 1 if edit == "deleted-at-end" else 5)
     async with ledger.acquire() as conn:
         assert (await verify_chain(conn)).ok
