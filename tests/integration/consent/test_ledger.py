@@ -16,7 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 import rfc8785
+from joserfc.jwk import OKPKey
 
+from datapolis_consent.keys import KeyRing
 from datapolis_consent.ledger import (
     GENESIS_HASH,
     EntityNotInLedger,
@@ -32,6 +34,7 @@ from datapolis_consent.ledger import (
     verify_entity,
 )
 from datapolis_consent.ledger.chain import canonical_stored_payload, decode_payload
+from datapolis_consent.ledger.jws import KeyRingSigner
 from datapolis_shared.postgres.migrate import apply, service_migrations
 from datapolis_shared.postgres.pool import Connection, Pool
 from tests.hmac_signer import HmacSigner
@@ -433,3 +436,20 @@ async def test_payloads_hash_alike_after_a_trip_through_jsonb(ledger: Pool) -> N
         result = await verify_chain(conn)
     assert result.ok, result.broken
     assert result.rows == 300
+
+
+async def test_a_rewrite_is_found_by_an_ed25519_checkpoint_made_before_a_key_rotation(
+    ledger: Pool, owner: Connection
+) -> None:
+    ring = KeyRing.generate()
+    await fill(ledger, 6)
+    async with ledger.acquire() as conn:
+        published = await create_checkpoint(conn, KeyRingSigner(ring))
+    await unguarded(owner, "UPDATE ledger SET actor = 'org:forger' WHERE sequence = 3")
+    await rehash_from(owner, 3)
+    await unguarded_checkpoints(owner)
+    rotated = KeyRingSigner(ring.rotated(OKPKey.generate_key("Ed25519")))
+    async with ledger.acquire() as conn:
+        result = await verify_chain(conn, signer=rotated, tokens=[published.token])
+    assert result.broken is not None
+    assert (result.broken.sequence, result.broken.kind) == (6, "checkpoint_mismatch")
