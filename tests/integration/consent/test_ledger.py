@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import random
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -453,3 +455,48 @@ async def test_a_rewrite_is_found_by_an_ed25519_checkpoint_made_before_a_key_rot
         result = await verify_chain(conn, signer=rotated, tokens=[published.token])
     assert result.broken is not None
     assert (result.broken.sequence, result.broken.kind) == (6, "checkpoint_mismatch")
+
+
+async def ledger_command(database_url: str, schema: str, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "datapolis_consent.ledger",
+        *args,
+        env={
+            **os.environ,
+            "CONSENT_DEV": "true",
+            "CONSENT_POSTGRES__DSN": database_url,
+            "CONSENT_POSTGRES__DB_SCHEMA": schema,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode() + err.decode()
+
+
+async def test_the_command_checks_the_chain_or_one_agreement_against_published_checkpoints(
+    ledger: Pool, owner: Connection, database_url: str, schema: str
+) -> None:
+    await fill(ledger, 6)
+    status, token = await ledger_command(database_url, schema, "checkpoint")
+    assert status == 0, token
+    status, out = await ledger_command(database_url, schema, "verify", "--agreement", "agr-1")
+    assert status == 0, out
+    assert json.loads(out)["anchored_at"] == 6
+
+    await unguarded(owner, "UPDATE ledger SET change = 'revoked' WHERE sequence = 2")
+    await rehash_from(owner, 2)
+    await unguarded_checkpoints(owner)
+    status, out = await ledger_command(database_url, schema, "verify")
+    assert status == 0, out  # the rewrite is consistent, and the stored checkpoint is gone...
+    status, out = await ledger_command(
+        database_url, schema, "verify", "--checkpoint", token.strip()
+    )
+    assert status == 1, out  # ...but the published one catches it
+    assert json.loads(out)["broken"]["kind"] == "checkpoint_mismatch"
+    status, out = await ledger_command(database_url, schema, "verify", "--consent", "nope")
+    assert status == 2
+    assert "no ledger row" in out

@@ -21,9 +21,10 @@ after that row: checkpoints are what make a rewrite detectable.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from datapolis_consent.ledger.chain import (
     GENESIS_HASH,
@@ -103,6 +104,20 @@ class Verification:
     @property
     def ok(self) -> bool:
         return self.broken is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        return {
+            "ok": self.ok,
+            "first_sequence": self.first_sequence,
+            "last_sequence": self.last_sequence,
+            "rows": self.rows,
+            "checkpoints_matched": self.checkpoints_matched,
+            "anchored_at": self.anchored_at,
+            "head": {"sequence": self.head.sequence, "hash": self.head.hash},
+            "append_only_enforced": self.append_only_enforced,
+            "broken": None if self.broken is None else dataclasses.asdict(self.broken),
+        }
 
 
 @dataclass
