@@ -5,15 +5,56 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import datapolis_consent
+from datapolis_consent.datasets import on_dataset_retired
+from datapolis_consent.projection import CONSUMER, DatasetProjection, RetirementHook
 from datapolis_consent.settings import ConsentSettings
 from datapolis_shared.http.app import create_service_app
+from datapolis_shared.kafka import ConsumerLoop
+from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import ServiceSettings
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+def consent_settings(settings: ServiceSettings | None) -> ConsentSettings:
+    if settings is None:
+        return ConsentSettings()
+    if isinstance(settings, ConsentSettings):
+        return settings
+    return ConsentSettings(**dict(settings))
+
+
+def start_dataset_projection(
+    runtime: Runtime, *, topic: str, on_retired: RetirementHook = on_dataset_retired
+) -> ConsumerLoop:
+    """Follow ``topic`` (catalog's events) into the ``datasets`` table.
+
+    The loop has a consumer group of its own (the runtime's key sync reads
+    the same topic in another), shared by the service's replicas: each
+    applies its partitions' events. ``/readyz`` reports it as
+    ``consumer:datasets``."""
+    projection = DatasetProjection(runtime.pool, on_retired=on_retired)
+
+    async def handle(record: object) -> None:
+        await projection.on_catalog_event(getattr(record, "value", None) or b"")
+
+    return runtime.add_consumer(name=CONSUMER, topics=[topic], handler=handle)
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    on_retired: RetirementHook = on_dataset_retired,
+) -> FastAPI:
+    """``on_retired`` runs once per retired dataset, in the transaction that
+    records the retirement."""
+    config = consent_settings(settings)
+
+    async def on_connected(runtime: Runtime) -> None:
+        start_dataset_projection(runtime, topic=config.catalog_events_topic, on_retired=on_retired)
+
     return create_service_app(
-        settings or ConsentSettings(),
+        config,
         title="datapolis consent",
         description=datapolis_consent.__doc__ or "",
+        on_connected=on_connected,
         sync_keys=True,
     )

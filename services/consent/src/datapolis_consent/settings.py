@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from datapolis_shared.events.base import CATALOG_EVENTS
 from datapolis_shared.settings import HttpSettings, ServiceSettings
 
 
@@ -14,3 +15,5 @@ class ConsentSettings(ServiceSettings):
 
     service_name: str = "consent"
     http: HttpSettings = HttpSettings(port=8003)
+    # Where consent learns about datasets: catalog's events topic.
+    catalog_events_topic: str = CATALOG_EVENTS
