@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from datapolis_catalog.app import create_app as create_catalog
+from datapolis_catalog.settings import CatalogSettings
 from datapolis_consent.app import create_app
 from datapolis_consent.datasets import Dataset, get_dataset
 from datapolis_consent.settings import ConsentSettings
@@ -20,10 +23,11 @@ from datapolis_shared.events.base import Event
 from datapolis_shared.events.catalog import AccessLevel, DatasetRegistered, SchemaVersionAdded
 from datapolis_shared.events.cloudevents import to_structured
 from datapolis_shared.kafka import OutgoingRecord, Producer
-from datapolis_shared.postgres.migrate import service_migrations
+from datapolis_shared.postgres.migrate import apply, load, service_migrations
 from datapolis_shared.postgres.pool import Connection, Pool
 from datapolis_shared.settings import ServiceSettings
 from tests.apps import running
+from tests.integration.catalog.conftest import delete_topics
 from tests.kafka_util import eventually
 
 # Waits for a test's own set-up (a consumer group joining, events applied),
@@ -158,3 +162,36 @@ async def catalog_topic(
 ) -> CatalogTopic:
     # One partition: the tests rely on the order of events of several datasets.
     return CatalogTopic(await new_topic("catalog-events", partitions=1), producer)
+
+
+@pytest.fixture
+async def catalog(
+    service_settings: ServiceSettings, database_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A catalog app on a PostgreSQL schema of its own (its tables have the
+    same names as consent's), publishing to the shared datapolis.catalog.events."""
+    db_schema = f"c_{uuid.uuid4().hex[:12]}"
+    await apply(database_url, db_schema, load("datapolis_shared.postgres", prefix="shared"))
+    settings = CatalogSettings(
+        **{
+            **dict(service_settings),
+            "service_name": f"cat{uuid.uuid4().hex[:6]}",
+            "postgres": service_settings.postgres.model_copy(update={"db_schema": db_schema}),
+        }
+    )
+    app = create_catalog(settings)
+    topics: list[str] = []
+    try:
+        async with running(app, migrations=service_migrations("datapolis_catalog")) as client:
+            yield client
+            topics.extend(
+                r["topic_name"]
+                for r in await app.state.runtime.pool.fetch("SELECT topic_name FROM dataset_topics")
+            )
+    finally:
+        await delete_topics(settings.kafka.bootstrap_servers, topics)
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(f'DROP SCHEMA "{db_schema}" CASCADE')
+        finally:
+            await conn.close()
