@@ -201,6 +201,30 @@ async def test_a_retired_slug_taken_by_a_new_dataset_names_the_new_one(
     assert (await consent.dataset(old.dataset_id)).retired
 
 
+async def test_a_slug_names_its_live_dataset_whatever_order_the_datasets_arrive_in(
+    consent: Consent, catalog_topic: CatalogTopic
+) -> None:
+    """The events of two datasets travel on different partitions: the new
+    holder of a slug may be known before the old holder's registration is
+    applied, and before its retirement."""
+    slug = f"meters-{uuid.uuid4().hex[:10]}"
+    new = DatasetRegistered(
+        dataset_id=f"ds-{uuid.uuid4().hex[:12]}",
+        slug=slug,
+        publisher_id="org-publisher",
+        access_level="shared",
+        topic_name=f"data.{slug}",
+    )
+    old = new.model_copy(update={"dataset_id": f"ds-{uuid.uuid4().hex[:12]}"})
+    await catalog_topic.send(new)
+    await catalog_topic.send(old)
+    await catalog_topic.send(DatasetRetired(dataset_id=old.dataset_id, slug=slug))
+    later = await catalog_topic.register()
+    await consent.until_known(later.dataset_id)
+    assert (await consent.dataset(old.dataset_id)).retired
+    assert (await consent.dataset(slug)).dataset_id == new.dataset_id
+
+
 async def test_a_record_consent_cannot_read_is_dead_lettered_and_the_next_applied(
     consent: Consent, catalog_topic: CatalogTopic, dead_letters_tail: TopicTail
 ) -> None:
