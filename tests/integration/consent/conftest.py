@@ -87,8 +87,12 @@ async def start_consent(
     retirement hook that records its calls."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(topic: str) -> Consent:
-            settings = ConsentSettings(**{**dict(service_settings), "catalog_events_topic": topic})
+        async def start(topic: str, *, migrate: bool = True, **overrides: Any) -> Consent:
+            """``migrate=False``: only the shared tables, as before consent's
+            migration ran; ``overrides``: settings of the test's own."""
+            settings = ConsentSettings(
+                **{**dict(service_settings), "catalog_events_topic": topic, **overrides}
+            )
             retirements: list[Dataset] = []
 
             async def on_retired(conn: Connection, dataset: Dataset) -> None:
@@ -97,9 +101,8 @@ async def start_consent(
                 retirements.append(dataset)
 
             app = create_app(settings, on_retired=on_retired)
-            client = await stack.enter_async_context(
-                running(app, migrations=service_migrations("datapolis_consent"))
-            )
+            migrations = service_migrations("datapolis_consent") if migrate else None
+            client = await stack.enter_async_context(running(app, migrations=migrations))
             return Consent(app, client, retirements)
 
         yield start

@@ -33,6 +33,8 @@ from datapolis_shared.events.catalog import (
 )
 from datapolis_shared.events.cloudevents import to_structured
 from datapolis_shared.kafka import OutgoingRecord
+from datapolis_shared.postgres.migrate import apply, service_migrations
+from datapolis_shared.settings import KafkaSettings, PostgresSettings
 from tests.integration.consent.conftest import (
     METER_SCHEMA,
     SETUP_WAIT_S,
@@ -286,3 +288,37 @@ async def test_readiness_reports_the_datasets_consumer(
         return response.status_code == 503 and checks.get(f"consumer:{CONSUMER}") == "stopped"
 
     await eventually(reported_stopped, timeout_s=5)
+
+
+async def test_started_before_its_migration_consent_holds_catalogs_events_until_it_runs(
+    start_consent: ConsentFactory,
+    catalog_topic: CatalogTopic,
+    dead_letters_tail: TopicTail,
+    kafka_settings: KafkaSettings,
+    postgres_settings: PostgresSettings,
+) -> None:
+    # A short retry budget: the record outlasts it while the tables are missing.
+    quick = kafka_settings.model_copy(
+        update={"consumer_retry_attempts": 2, "consumer_retry_max_s": 1.0}
+    )
+    consent = await start_consent(catalog_topic.name, migrate=False, kafka=quick)
+    registered = await catalog_topic.register()
+
+    async def paused() -> bool:
+        response = await consent.client.get("/readyz")
+        check = str(response.json().get("checks", {}).get(f"consumer:{CONSUMER}"))
+        return response.status_code == 503 and "migrate" in check
+
+    await eventually(paused, timeout_s=SETUP_WAIT_S)
+    await apply(
+        postgres_settings.dsn.get_secret_value(),
+        postgres_settings.db_schema,
+        service_migrations("datapolis_consent"),
+    )
+    await consent.until_known(registered.dataset_id, version=1)
+    parked = [
+        r
+        for r in await dead_letters_tail.read()
+        if dict(r.headers).get("dl_source_topic") == catalog_topic.name.encode()
+    ]
+    assert parked == []

@@ -30,13 +30,28 @@ def start_dataset_projection(
     The loop has a consumer group of its own (the runtime's key sync reads
     the same topic in another), shared by the service's replicas: each
     applies its partitions' events. ``/readyz`` reports it as
-    ``consumer:datasets``."""
+    ``consumer:datasets``. Besides PostgreSQL answering, it needs consent's
+    tables: started before the migration, it holds its record until they
+    exist rather than parking catalog's events on the dead letters."""
+    settings = runtime.settings
     projection = DatasetProjection(runtime.pool, on_retired=on_retired)
 
     async def handle(record: object) -> None:
         await projection.on_catalog_event(getattr(record, "value", None) or b"")
 
-    return runtime.add_consumer(name=CONSUMER, topics=[topic], handler=handle)
+    loop = ConsumerLoop(
+        settings.kafka,
+        name=CONSUMER,
+        group_id=f"datapolis-{settings.service_name}-{CONSUMER}",
+        producer=runtime.require_producer(),
+        topics=[topic],
+        handler=handle,
+        metrics=runtime.metrics,
+        dependencies=[runtime.ping_postgres, projection.require_tables],
+    )
+    runtime.consumers.append(loop)
+    loop.start()
+    return loop
 
 
 def create_app(

@@ -19,7 +19,10 @@ committed them:
 
 Catalog's other events (organisations, keys) are skipped. A record that is
 not a catalog event, or an event that does not parse, goes to the dead
-letters (the consumer loop's rule) and the partition moves on.
+letters (the consumer loop's rule) and the partition moves on. An event that
+fails because consent's tables are not there (the service started before its
+migration) is not the event's fault: the failure is reported as
+``Unavailable`` and the loop holds the record until the tables exist.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from datetime import datetime
 
 from datapolis_consent.datasets import Dataset, dataset_from_row, on_dataset_retired
 from datapolis_consent.fields import schema_fields
+from datapolis_shared.errors import Unavailable
 from datapolis_shared.events.base import Event, parse_event
 from datapolis_shared.events.catalog import (
     DatasetRegistered,
@@ -51,6 +55,10 @@ APPLIED_EVENT_TYPES = frozenset(
 )
 
 RetirementHook = Callable[[Connection, Dataset], Awaitable[None]]
+
+TABLES_PRESENT = """
+SELECT to_regclass('datasets') IS NOT NULL AND to_regclass('dataset_schema_versions') IS NOT NULL
+"""
 
 UPSERT_DATASET = """
 INSERT INTO datasets (dataset_id, slug, publisher_id, access_level, key_field, subject_field)
@@ -105,9 +113,22 @@ class DatasetProjection:
         if envelope.type not in APPLIED_EVENT_TYPES:
             return
         event = parse_event(envelope)
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await inbox.first_time(conn, CONSUMER, envelope.id):
-                await apply_event(conn, event, at=envelope.time, on_retired=self._on_retired)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if await inbox.first_time(conn, CONSUMER, envelope.id):
+                    await apply_event(conn, event, at=envelope.time, on_retired=self._on_retired)
+        except Exception:
+            # Asked only on failure: a healthy event costs no extra query.
+            await self.require_tables()
+            raise
+
+    async def require_tables(self) -> None:
+        """Raise ``Unavailable`` unless consent's dataset tables exist (the
+        consumer loop's probe: it holds its record instead of parking it)."""
+        if not await self._pool.fetchval(TABLES_PRESENT):
+            raise Unavailable(
+                "consent's dataset tables do not exist: run `python -m datapolis_consent migrate`"
+            )
 
 
 async def apply_event(
