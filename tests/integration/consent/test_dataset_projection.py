@@ -78,6 +78,8 @@ async def test_a_registered_dataset_is_known_with_its_publisher_level_subject_an
     with pytest.raises(DatasetNotFound) as missing:
         await consent.dataset(f"ds-{uuid.uuid4().hex}")
     assert missing.value.code == "dataset-not-found"
+    with pytest.raises(DatasetNotFound):
+        await consent.dataset("meters\x00")
 
 
 async def test_an_open_dataset_is_known_and_needs_no_agreement(
