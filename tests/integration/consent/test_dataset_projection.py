@@ -78,8 +78,9 @@ async def test_a_registered_dataset_is_known_with_its_publisher_level_subject_an
     with pytest.raises(DatasetNotFound) as missing:
         await consent.dataset(f"ds-{uuid.uuid4().hex}")
     assert missing.value.code == "dataset-not-found"
-    with pytest.raises(DatasetNotFound):
-        await consent.dataset("meters\x00")
+    for unstorable in ("meters\x00", "meters\ud800"):
+        with pytest.raises(DatasetNotFound):
+            await consent.dataset(unstorable)
 
 
 async def test_an_open_dataset_is_known_and_needs_no_agreement(

@@ -102,15 +102,25 @@ LIMIT 1
 async def get_dataset(conn: Connection, dataset_id_or_slug: str) -> Dataset:
     """The dataset with this id, or else this slug; ``DatasetNotFound`` if none."""
     row = None
-    # PostgreSQL text cannot hold NUL, so no dataset is named with one; the
-    # driver, asked, would fail rather than find nothing.
-    if "\x00" not in dataset_id_or_slug:
+    # No dataset is named with what PostgreSQL text cannot hold (NUL, a lone
+    # surrogate); the driver, asked, would fail rather than find nothing.
+    if _storable(dataset_id_or_slug):
         row = await conn.fetchrow(SELECT_BY_ID, dataset_id_or_slug)
         if row is None:
             row = await conn.fetchrow(SELECT_BY_SLUG, dataset_id_or_slug)
     if row is None:
         raise DatasetNotFound(f"no dataset {dataset_id_or_slug!r}", dataset=dataset_id_or_slug)
     return dataset_from_row(row)
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def dataset_from_row(row: Any) -> Dataset:
