@@ -6,26 +6,78 @@ from fastapi import FastAPI
 
 import datapolis_consent
 from datapolis_consent import wellknown
+from datapolis_consent.datasets import on_dataset_retired
 from datapolis_consent.keys import KeyRing
+from datapolis_consent.projection import CONSUMER, DatasetProjection, RetirementHook
 from datapolis_consent.settings import ConsentSettings
 from datapolis_shared.http.app import create_service_app
+from datapolis_shared.kafka import ConsumerLoop
+from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import ServiceSettings
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+def consent_settings(settings: ServiceSettings | None) -> ConsentSettings:
     if settings is None:
-        settings = ConsentSettings()
-    if not isinstance(settings, ConsentSettings):
-        raise TypeError("consent needs ConsentSettings")
+        return ConsentSettings()
+    if isinstance(settings, ConsentSettings):
+        return settings
+    return ConsentSettings(**dict(settings))
+
+
+def start_dataset_projection(
+    runtime: Runtime, *, topic: str, on_retired: RetirementHook = on_dataset_retired
+) -> ConsumerLoop:
+    """Follow ``topic`` (catalog's events) into the ``datasets`` table.
+
+    The loop has a consumer group of its own (the runtime's key sync reads
+    the same topic in another), shared by the service's replicas: each
+    applies its partitions' events. ``/readyz`` reports it as
+    ``consumer:datasets``. Besides PostgreSQL answering, it needs consent's
+    tables: started before the migration, it holds its record until they
+    exist rather than parking catalog's events on the dead letters."""
+    settings = runtime.settings
+    projection = DatasetProjection(runtime.pool, on_retired=on_retired)
+
+    async def handle(record: object) -> None:
+        await projection.on_catalog_event(getattr(record, "value", None) or b"")
+
+    loop = ConsumerLoop(
+        settings.kafka,
+        name=CONSUMER,
+        group_id=f"datapolis-{settings.service_name}-{CONSUMER}",
+        producer=runtime.require_producer(),
+        topics=[topic],
+        handler=handle,
+        metrics=runtime.metrics,
+        dependencies=[runtime.ping_postgres, projection.require_tables],
+    )
+    runtime.consumers.append(loop)
+    loop.start()
+    return loop
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    on_retired: RetirementHook = on_dataset_retired,
+) -> FastAPI:
+    """``on_retired`` runs once per retired dataset, in the transaction that
+    records the retirement."""
+    config = consent_settings(settings)
     # Built before the app, so a key that cannot sign stops the service at start.
     receipt_keys = KeyRing.load(
-        settings.receipts.signing_key.get_secret_value(), settings.receipts.retired_keys
+        config.receipts.signing_key.get_secret_value(), config.receipts.retired_keys
     )
+
+    async def on_connected(runtime: Runtime) -> None:
+        start_dataset_projection(runtime, topic=config.catalog_events_topic, on_retired=on_retired)
+
     app = create_service_app(
-        settings,
+        config,
         title="datapolis consent",
         description=datapolis_consent.__doc__ or "",
         routers=[wellknown.router],
+        on_connected=on_connected,
         sync_keys=True,
         offline_paths=[wellknown.JWKS_PATH],
     )

@@ -7,6 +7,7 @@ from typing import Any, Self
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from datapolis_shared.events.base import CATALOG_EVENTS
 from datapolis_shared.settings import HttpSettings, ServiceSettings
 
 # A well-known Ed25519 private key (a JWK) that signs receipts in development,
@@ -93,3 +94,6 @@ class ConsentSettings(ServiceSettings):
         if len(issuers) != len(set(issuers)):
             raise ValueError("subject_token_issuers: each issuer may be listed once")
         return self
+
+    # Where consent learns about datasets: catalog's events topic.
+    catalog_events_topic: str = CATALOG_EVENTS
