@@ -150,8 +150,10 @@ async def get_checkpoints(
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> CheckpointPage:
-    page = await list_checkpoints(runtime.pool, after_id=after, limit=limit)
-    next_after = page[-1].id if len(page) == limit else None
+    # One more than asked: whether another page follows, without an empty last page.
+    found = await list_checkpoints(runtime.pool, after_id=after, limit=limit + 1)
+    page = found[:limit]
+    next_after = page[-1].id if len(found) > limit else None
     return CheckpointPage(items=[PublishedCheckpoint.of(c) for c in page], next_after=next_after)
 
 
