@@ -17,6 +17,7 @@ export NOTIFY_PORT ?= 8004
 # The stream workers' /healthz, /readyz and /metrics.
 export CATALOG_WORKER_PORT ?= 8101
 export INGEST_WORKER_PORT ?= 8102
+export CONSENT_WORKER_PORT ?= 8103
 
 LOCAL := deploy/local
 VENV := .venv/bin
@@ -49,7 +50,8 @@ up: migrate ## run the platform: Kafka, PostgreSQL, migrations, the four service
 	@echo "  consent      http://127.0.0.1:$(CONSENT_PORT)/docs"
 	@echo "  notify       http://127.0.0.1:$(NOTIFY_PORT)/docs"
 	@echo "  workers      catalog http://127.0.0.1:$(CATALOG_WORKER_PORT)/readyz," \
-	      "ingest http://127.0.0.1:$(INGEST_WORKER_PORT)/readyz (and /metrics)"
+	      "ingest http://127.0.0.1:$(INGEST_WORKER_PORT)/readyz," \
+	      "consent http://127.0.0.1:$(CONSENT_WORKER_PORT)/readyz (and /metrics)"
 	@echo "  operator key dpk_operator_dev-only-operator-key-change-me (development only)"
 	@echo "  logs         .local/logs/   stop with: make down"
 

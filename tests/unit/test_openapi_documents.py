@@ -36,6 +36,8 @@ PUBLIC = {
     ("/catalog/datasets/{slug}", "get"),
     ("/asyncapi.json", "get"),
     ("/.well-known/jwks.json", "get"),
+    ("/ledger/checkpoints/latest", "get"),
+    ("/ledger/checkpoints", "get"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`python -m datapolis_consent api|migrate`."""
+"""`python -m datapolis_consent api|migrate|worker`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 
 from datapolis_consent.app import create_app
 from datapolis_consent.settings import ConsentSettings
+from datapolis_consent.worker import run_worker
 from datapolis_shared.cli import ServiceCommands
 from datapolis_shared.cli import main as cli_main
 
@@ -13,6 +14,7 @@ COMMANDS = ServiceCommands(
     package="datapolis_consent",
     load_settings=ConsentSettings,
     create_app=create_app,
+    run_worker=run_worker,
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import datapolis_consent
-from datapolis_consent import wellknown
+from datapolis_consent import ledger_api, wellknown
 from datapolis_consent.datasets import on_dataset_retired
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.projection import CONSUMER, DatasetProjection, RetirementHook
@@ -76,7 +76,7 @@ def create_app(
         config,
         title="datapolis consent",
         description=datapolis_consent.__doc__ or "",
-        routers=[wellknown.router],
+        routers=[wellknown.router, ledger_api.router],
         on_connected=on_connected,
         sync_keys=True,
         offline_paths=[wellknown.JWKS_PATH],

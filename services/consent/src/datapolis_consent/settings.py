@@ -97,3 +97,7 @@ class ConsentSettings(ServiceSettings):
 
     # Where consent learns about datasets: catalog's events topic.
     catalog_events_topic: str = CATALOG_EVENTS
+    # How often the worker signs a checkpoint of the ledger's head, when the
+    # head moved since the last one: the longest a rewrite of fresh history
+    # stays unpinned by a published checkpoint.
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)

@@ -3,7 +3,8 @@ change of an agreement or a consent, with signed checkpoints of its head.
 
 ``append`` records a change in the caller's transaction; ``verify_chain`` and
 ``verify_entity`` recompute the chain and check it against the checkpoints;
-``create_checkpoint`` signs the head. See the service README, "Ledger".
+``create_checkpoint`` signs the head, ``checkpoint_if_moved`` only when it
+moved (the worker's tick). See the service README, "Ledger".
 """
 
 from datapolis_consent.ledger.chain import (
@@ -25,6 +26,12 @@ from datapolis_consent.ledger.checkpoints import (
     Signer,
     create_checkpoint,
     open_checkpoint,
+)
+from datapolis_consent.ledger.publish import (
+    StoredCheckpoint,
+    checkpoint_if_moved,
+    latest_checkpoint,
+    list_checkpoints,
 )
 from datapolis_consent.ledger.store import Head, NotInTransaction, append, head
 from datapolis_consent.ledger.verify import (
@@ -52,12 +59,16 @@ __all__ = [
     "NotInTransaction",
     "Payload",
     "Signer",
+    "StoredCheckpoint",
     "Verification",
     "append",
     "canonical_entry",
+    "checkpoint_if_moved",
     "create_checkpoint",
     "entry_hash",
     "head",
+    "latest_checkpoint",
+    "list_checkpoints",
     "open_checkpoint",
     "verify_chain",
     "verify_entity",
