@@ -97,3 +97,10 @@ class ConsentSettings(ServiceSettings):
 
     # Where consent learns about datasets: catalog's events topic.
     catalog_events_topic: str = CATALOG_EVENTS
+    # How long revoke and terminate wait for Kafka to acknowledge their event
+    # before answering 503 (the change stays committed; the relay publishes it
+    # once Kafka is back).
+    publish_wait_s: float = Field(default=5.0, gt=0, le=60)
+    # How often the expiry task looks for agreements whose period ended: an
+    # expiry takes effect within this (plus one transaction) of its time.
+    expiry_interval_s: float = Field(default=1.0, gt=0, le=5)
