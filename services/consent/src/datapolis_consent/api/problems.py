@@ -45,7 +45,10 @@ NOT_THE_PUBLISHER = ProblemCode(
 )
 NOT_THE_CONSUMER = ProblemCode("not-the-consumer", 403, "only the consumer terminates an agreement")
 AGREEMENT_NOT_PENDING = ProblemCode(
-    "agreement-not-pending", 409, "the agreement is no longer a request", (("agreement_status", "granted"),)
+    "agreement-not-pending",
+    409,
+    "the agreement is no longer a request",
+    (("agreement_status", "granted"),),
 )
 AGREEMENT_NOT_ACTIVE = ProblemCode(
     "agreement-not-active", 409, "the agreement is not granted", (("agreement_status", "revoked"),)
