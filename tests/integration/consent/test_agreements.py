@@ -17,7 +17,7 @@ from datapolis_consent.ledger import verify_chain
 from datapolis_shared.events.base import CATALOG_EVENTS, CONSENT_EVENTS
 from datapolis_shared.events.catalog import DatasetRetired
 from datapolis_shared.kafka import Producer, control_topic_specs, ensure_topics
-from datapolis_shared.settings import KafkaSettings
+from datapolis_shared.settings import DEV_OPERATOR_KEY, KafkaSettings
 from tests.conftest import PrivateKafka
 from tests.integration.consent.conftest import (
     SETUP_WAIT_S,
@@ -358,6 +358,17 @@ async def test_no_one_but_the_parties_sees_or_changes_an_agreement(
         mine = await client.get("/agreements", headers=party.headers)
         assert [a["agreement_id"] for a in mine.json()] == [aid]
         assert (await client.get(f"/agreements/{aid}", headers=party.headers)).status_code == 200
+
+    # The operator sees every agreement but decides none.
+    operator = {"Authorization": f"Bearer {DEV_OPERATOR_KEY}"}
+    everything = await client.get("/agreements", headers=operator)
+    assert aid in [a["agreement_id"] for a in everything.json()]
+    assert (await client.get(f"/agreements/{aid}", headers=operator)).status_code == 200
+    _problem(
+        await client.post(f"/agreements/{aid}/revoke", json={"reason": "x"}, headers=operator),
+        403,
+        "not-the-publisher",
+    )
 
     terminated = await client.post(
         f"/agreements/{aid}/terminate",
