@@ -1,7 +1,12 @@
 """The purposes an agreement may name: a small controlled vocabulary taken
 from the W3C Data Privacy Vocabulary (DPV, https://w3id.org/dpv, namespace
 ``https://w3id.org/dpv#``). Each is a ``dpv:Purpose`` concept of DPV 2.x;
-requests name them by their compact IRI (``dpv:ScientificResearch``)."""
+requests name them by their compact IRI (``dpv:ScientificResearch``).
+
+Source: the DPV specification (W3C Data Privacy Vocabularies and Controls
+Community Group, https://w3c.github.io/dpv/), under the W3C Software and
+Document License; the names are DPV's, the one-line meanings paraphrase its
+definitions."""
 
 from __future__ import annotations
 
