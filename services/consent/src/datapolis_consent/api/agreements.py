@@ -134,9 +134,14 @@ _DECISION = (MISSING_SCOPE, p.AGREEMENT_NOT_FOUND, p.NOT_THE_PUBLISHER)
     ),
 )
 async def grant(
-    agreement_id: AgreementId, body: Terms, caller: Caller, pool: PoolDep, request: Request
+    agreement_id: AgreementId,
+    caller: Caller,
+    pool: PoolDep,
+    request: Request,
+    body: Terms | None = None,
 ) -> AgreementOutcome:
-    return _outcome(request, await agreements.grant(pool, caller, agreement_id, body))
+    # No body: granted as requested.
+    return _outcome(request, await agreements.grant(pool, caller, agreement_id, body or Terms()))
 
 
 @router.post(
