@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from datapolis_catalog.app import create_app as create_catalog
 from datapolis_catalog.settings import CatalogSettings
+from datapolis_consent.agreements import on_dataset_retired
 from datapolis_consent.app import create_app
 from datapolis_consent.datasets import Dataset, get_dataset
 from datapolis_consent.settings import ConsentSettings
@@ -99,6 +100,8 @@ async def start_consent(
                 # In the transaction that records the retirement.
                 assert conn.is_in_transaction()
                 retirements.append(dataset)
+                # What the service does with a retirement: its agreements end.
+                await on_dataset_retired(conn, dataset)
 
             app = create_app(settings, on_retired=on_retired)
             migrations = service_migrations("datapolis_consent") if migrate else None

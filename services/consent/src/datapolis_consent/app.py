@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
 from fastapi import FastAPI
 
 import datapolis_consent
-from datapolis_consent import ledger_api, wellknown
-from datapolis_consent.datasets import on_dataset_retired
+from datapolis_consent import agreements, ledger_api, wellknown
+from datapolis_consent.agreements import on_dataset_retired
+from datapolis_consent.api import agreements as agreements_api
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.projection import CONSUMER, DatasetProjection, RetirementHook
 from datapolis_consent.settings import ConsentSettings
@@ -14,6 +21,42 @@ from datapolis_shared.http.app import create_service_app
 from datapolis_shared.kafka import ConsumerLoop
 from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+async def expire_agreements(runtime: Runtime, *, interval_s: float) -> None:
+    """Every ``interval_s``, ends the granted agreements whose period is over.
+    Every replica runs it; each expiry locks its row and the others skip it,
+    so an agreement expires once (its own ledger row and event)."""
+    await runtime.connected.wait()
+    while True:
+        try:
+            ended = await agreements.expire_due(runtime.pool)
+            if ended:
+                log.info("%d agreement(s) expired", ended)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # PostgreSQL away, or the tables not migrated yet: try again next time.
+            log.warning("expiring agreements failed; trying again", exc_info=True)
+        await asyncio.sleep(interval_s)
+
+
+def expiry_lifespan(interval_s: float) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(
+            expire_agreements(app.state.runtime, interval_s=interval_s), name="agreement-expiry"
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return lifespan
 
 
 def consent_settings(settings: ServiceSettings | None) -> ConsentSettings:
@@ -76,10 +119,11 @@ def create_app(
         config,
         title="datapolis consent",
         description=datapolis_consent.__doc__ or "",
-        routers=[wellknown.router, ledger_api.router],
+        routers=[wellknown.router, ledger_api.router, agreements_api.router],
         on_connected=on_connected,
         sync_keys=True,
         offline_paths=[wellknown.JWKS_PATH],
+        lifespans=[expiry_lifespan(config.expiry_interval_s)],
     )
     app.state.receipt_keys = receipt_keys
     return app

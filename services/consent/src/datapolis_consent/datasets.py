@@ -178,12 +178,3 @@ def check_fields(dataset: Dataset, requested: Iterable[str]) -> tuple[str, ...]:
             schema_version=dataset.schema_version,
         )
     return wanted
-
-
-async def on_dataset_retired(conn: Connection, dataset: Dataset) -> None:
-    """Called once per retirement, in the transaction that records it.
-
-    A retired dataset ends its agreements (and the consents that rest on
-    them): the agreements code ends them here, so the ends commit with the
-    retirement or not at all. Nothing to end yet: no agreement exists."""
-    return None

@@ -31,7 +31,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from datapolis_consent.datasets import Dataset, dataset_from_row, on_dataset_retired
+from datapolis_consent.agreements import on_dataset_retired
+from datapolis_consent.datasets import Dataset, dataset_from_row
 from datapolis_consent.fields import schema_fields
 from datapolis_shared.errors import Unavailable
 from datapolis_shared.events.base import Event, parse_event

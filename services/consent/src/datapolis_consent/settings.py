@@ -101,3 +101,10 @@ class ConsentSettings(ServiceSettings):
     # head moved since the last one: the longest a rewrite of fresh history
     # stays unpinned by a published checkpoint.
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    # How long revoke and terminate wait for Kafka to acknowledge their event
+    # before answering 503 (the change stays committed; the relay publishes it
+    # once Kafka is back).
+    publish_wait_s: float = Field(default=5.0, gt=0, le=60)
+    # How often the expiry task looks for agreements whose period ended: an
+    # expiry takes effect within this (plus one transaction) of its time.
+    expiry_interval_s: float = Field(default=1.0, gt=0, le=5)

@@ -14,48 +14,76 @@ class _ConsentEvent(Event):
 
 
 class _AgreementEvent(_ConsentEvent):
+    """Every change of one agreement shares its key, so consumers see an
+    agreement's changes in the order they were recorded. Each carries the
+    ledger row that recorded it (``ledger_sequence``, ``ledger_hash``)."""
+
     key_field: ClassVar[str] = "agreement_id"
     agreement_id: str
     dataset_id: str
+    publisher_org_id: str
     consumer_org_id: str
+    ledger_sequence: int
+    ledger_hash: str
+    occurred_at: datetime
+
+
+class _AgreementTerms(_AgreementEvent):
+    """The terms in force after the change."""
+
+    purposes: list[str]
+    fields: list[str]
+    valid_from: datetime
+    valid_until: datetime
 
 
 @register
 class AgreementRequested(_AgreementEvent):
     type: ClassVar[str] = "org.datapolis.consent.agreement.requested.v1"
-    purposes: list[str]
-
-
-@register
-class AgreementGranted(_AgreementEvent):
-    type: ClassVar[str] = "org.datapolis.consent.agreement.granted.v1"
+    project_name: str
     purposes: list[str]
     fields: list[str]
     valid_from: datetime
-    valid_until: datetime | None = None
-    rate_per_s: float | None = None
+    valid_until: datetime
 
 
 @register
-class AgreementAmended(_AgreementEvent):
+class AgreementGranted(_AgreementTerms):
+    type: ClassVar[str] = "org.datapolis.consent.agreement.granted.v1"
+
+
+@register
+class AgreementAmended(_AgreementTerms):
     type: ClassVar[str] = "org.datapolis.consent.agreement.amended.v1"
-    purposes: list[str]
-    fields: list[str]
-    valid_until: datetime | None = None
-    rate_per_s: float | None = None
+
+
+@register
+class AgreementRefused(_AgreementEvent):
+    type: ClassVar[str] = "org.datapolis.consent.agreement.refused.v1"
+    reason: str
 
 
 @register
 class AgreementRevoked(_AgreementEvent):
+    """The publisher ended the agreement: deliveries stop."""
+
     type: ClassVar[str] = "org.datapolis.consent.agreement.revoked.v1"
-    revoked_at: datetime
+    reason: str
+
+
+@register
+class AgreementTerminated(_AgreementEvent):
+    """The consumer ended the agreement, or its dataset was retired."""
+
+    type: ClassVar[str] = "org.datapolis.consent.agreement.terminated.v1"
     reason: str | None = None
 
 
 @register
 class AgreementExpired(_AgreementEvent):
+    """The agreement's period ended."""
+
     type: ClassVar[str] = "org.datapolis.consent.agreement.expired.v1"
-    expired_at: datetime
 
 
 class _SubjectConsentEvent(_ConsentEvent):
