@@ -12,6 +12,7 @@ describe, invalid data accepted, or a missing authentication ignored.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from datapolis_shared.settings import DEV_OPERATOR_KEY
 from tests.conftest import _free_port
@@ -58,6 +61,33 @@ OPERATOR = {"Authorization": f"Bearer {DEV_OPERATOR_KEY}"}
 ALL_SCOPES = ["read", "publish", "ingest", "consent", "subscribe", "admin"]
 
 
+# Data subjects authenticate to consent with a subject token, not a key: the
+# service trusts this issuer, and the tester sends its token to /subjects.
+SUBJECT_ISSUER = "https://subjects.conformance.example"
+SUBJECT_AUDIENCE = "https://consent.conformance.example"
+SUBJECT_SIGNER = Ed25519PrivateKey.generate()
+
+
+def _subject_issuers() -> str:
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(SUBJECT_SIGNER.public_key()))
+    return json.dumps(
+        [{"issuer": SUBJECT_ISSUER, "audience": SUBJECT_AUDIENCE, "jwks": {"keys": [jwk]}}]
+    )
+
+
+def _subject_token(dataset: str) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": SUBJECT_ISSUER,
+        "aud": SUBJECT_AUDIENCE,
+        "sub": "conformance-subject",
+        "dataset": dataset,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    return jwt.encode(claims, SUBJECT_SIGNER, algorithm="EdDSA")
+
+
 @dataclass
 class Service:
     name: str
@@ -80,6 +110,7 @@ def _env(name: str, kafka: str, database_url: str, schema: str, port: int) -> di
         # (to check that each operation refuses them); throttled, every later
         # request would get 429 and test nothing.
         f"{prefix}_AUTH__MAX_FAILURES": "1000000",
+        **({"CONSENT_SUBJECT_TOKEN_ISSUERS": _subject_issuers()} if name == "consent" else {}),
     }
 
 
@@ -275,6 +306,12 @@ async def _schemathesis(
             toml.write(
                 '[[operations]]\ninclude-path = "/datasets/{slug}"\ninclude-method = "DELETE"\n'
                 f'parameters = {{ "path.slug" = "{tenant.spare_slug}" }}\n'
+            )
+    if service.name == "consent":
+        with config.open("a") as toml:
+            toml.write(
+                '[[operations]]\ninclude-path-regex = "^/subjects/"\n'
+                f'headers = {{ Authorization = "Bearer {_subject_token(tenant.slug)}" }}\n'
             )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(config),

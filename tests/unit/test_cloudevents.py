@@ -12,7 +12,7 @@ from datapolis_shared.errors import InvalidInput
 from datapolis_shared.events import cloudevents as ce
 from datapolis_shared.events.base import UPCASTERS, parse_event, registry
 from datapolis_shared.events.catalog import DatasetRegistered
-from datapolis_shared.events.consent import ConsentRevoked
+from datapolis_shared.events.consent import ConsentWithdrawn
 
 
 def _reference(value: bytes, headers: ce.Headers, key: bytes | None = None) -> KafkaMessage:
@@ -66,7 +66,7 @@ def test_every_event_type_is_versioned_and_past_tense() -> None:
         assert type_.startswith("org.datapolis.")
         assert type_.rsplit(".", 1)[1].startswith("v")
         name = cls.__name__
-        assert name.endswith(("ed", "Added")), f"{name} is not past tense"
+        assert name.endswith(("ed", "Withdrawn")), f"{name} is not past tense"
 
 
 def test_unknown_event_type_gets_a_specific_error() -> None:
@@ -83,11 +83,11 @@ def _rename_purpose(data: dict[str, object]) -> dict[str, object]:
 
 
 def test_older_event_version_is_upcast(monkeypatch: pytest.MonkeyPatch) -> None:
-    old_type = "org.datapolis.consent.revoked.v0"
+    old_type = "org.datapolis.consent.withdrawn.v0"
     monkeypatch.setitem(
         UPCASTERS,
         old_type,
-        (ConsentRevoked.type, _rename_purpose),
+        (ConsentWithdrawn.type, _rename_purpose),
     )
     now = datetime.now(UTC).isoformat()
     envelope = ce.CloudEvent(
@@ -99,11 +99,14 @@ def test_older_event_version_is_upcast(monkeypatch: pytest.MonkeyPatch) -> None:
             "subject_id": "s1",
             "consumer_org_id": "o1",
             "purpose_code": "research",
-            "revoked_at": now,
+            "agreement_id": "a1",
+            "ledger_sequence": 7,
+            "ledger_hash": "0" * 64,
+            "occurred_at": now,
         },
     )
     event = parse_event(envelope)
-    assert isinstance(event, ConsentRevoked)
+    assert isinstance(event, ConsentWithdrawn)
     assert event.purpose == "research"
 
 

@@ -102,6 +102,15 @@ def test_authenticated_operations_declare_the_schemes_and_their_401_and_429(serv
             assert operation["security"] == [], (path, method)
             assert "401" not in operation["responses"], (path, method)
             continue
+        if path.startswith("/subjects/"):
+            # Data subjects authenticate with a subject token (a JWT), not a key.
+            assert operation["security"] == [{"subjectToken": []}], (path, method)
+            assert schemes["subjectToken"]["bearerFormat"] == "JWT"
+            refused = operation["responses"]["401"]["content"]["application/problem+json"]
+            assert {"invalid-subject-token", "expired-subject-token", "unknown-token-issuer"} == (
+                set(refused["schema"]["allOf"][1]["properties"]["code"]["enum"])
+            )
+            continue
         assert operation["security"] == [{"bearer": []}, {"apiKey": []}], (path, method)
         unauthenticated = operation["responses"]["401"]["content"]["application/problem+json"]
         assert {"missing-api-key", "invalid-api-key", "revoked-api-key"} <= set(

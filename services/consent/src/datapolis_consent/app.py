@@ -11,12 +11,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 import datapolis_consent
-from datapolis_consent import agreements, ledger_api, wellknown
+from datapolis_consent import agreements, ledger_api, subjects, wellknown
 from datapolis_consent.agreements import on_dataset_retired
 from datapolis_consent.api import agreements as agreements_api
+from datapolis_consent.api import subjects as subjects_api
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.projection import CONSUMER, DatasetProjection, RetirementHook
 from datapolis_consent.settings import ConsentSettings
+from datapolis_consent.subject_tokens import SubjectTokenVerifier
 from datapolis_shared.http.app import create_service_app
 from datapolis_shared.kafka import ConsumerLoop
 from datapolis_shared.runtime import Runtime
@@ -26,15 +28,19 @@ log = logging.getLogger(__name__)
 
 
 async def expire_agreements(runtime: Runtime, *, interval_s: float) -> None:
-    """Every ``interval_s``, ends the granted agreements whose period is over.
-    Every replica runs it; each expiry locks its row and the others skip it,
-    so an agreement expires once (its own ledger row and event)."""
+    """Every ``interval_s``, ends the granted agreements and subject consents
+    whose period is over. Every replica runs it; each expiry locks its row
+    and the others skip it, so each expires once (its own ledger row and
+    event)."""
     await runtime.connected.wait()
     while True:
         try:
             ended = await agreements.expire_due(runtime.pool)
             if ended:
                 log.info("%d agreement(s) expired", ended)
+            consents = await subjects.expire_due(runtime.pool)
+            if consents:
+                log.info("%d subject consent(s) expired", consents)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -57,6 +63,16 @@ def expiry_lifespan(interval_s: float) -> Callable[[FastAPI], AbstractAsyncConte
                 await task
 
     return lifespan
+
+
+@asynccontextmanager
+async def subject_tokens_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    verifier = SubjectTokenVerifier(app.state.settings.subject_token_issuers)
+    app.state.subject_tokens = verifier
+    try:
+        yield
+    finally:
+        await verifier.aclose()
 
 
 def consent_settings(settings: ServiceSettings | None) -> ConsentSettings:
@@ -119,11 +135,11 @@ def create_app(
         config,
         title="datapolis consent",
         description=datapolis_consent.__doc__ or "",
-        routers=[wellknown.router, ledger_api.router, agreements_api.router],
+        routers=[wellknown.router, ledger_api.router, agreements_api.router, subjects_api.router],
         on_connected=on_connected,
         sync_keys=True,
         offline_paths=[wellknown.JWKS_PATH],
-        lifespans=[expiry_lifespan(config.expiry_interval_s)],
+        lifespans=[expiry_lifespan(config.expiry_interval_s), subject_tokens_lifespan],
     )
     app.state.receipt_keys = receipt_keys
     return app

@@ -87,23 +87,43 @@ class AgreementExpired(_AgreementEvent):
 
 
 class _SubjectConsentEvent(_ConsentEvent):
-    key_field: ClassVar[str] = "consent_id"
+    """Every change of one subject's consents for a dataset and a consumer
+    shares one key (dataset, subject, consumer), so whoever decides a
+    delivery sees them in the order they were recorded. Each carries the
+    ledger row that recorded it."""
+
+    key_field: ClassVar[str] = "subject_key"
     consent_id: str
     dataset_id: str
     subject_id: str
     consumer_org_id: str
+    agreement_id: str
     purpose: str
+    ledger_sequence: int
+    ledger_hash: str
+    occurred_at: datetime
+
+    @property
+    def subject_key(self) -> str:
+        return f"{self.dataset_id}/{self.subject_id}/{self.consumer_org_id}"
 
 
 @register
 class ConsentGranted(_SubjectConsentEvent):
     type: ClassVar[str] = "org.datapolis.consent.granted.v1"
-    granted_at: datetime
+    valid_from: datetime
+    valid_until: datetime
 
 
 @register
-class ConsentRevoked(_SubjectConsentEvent):
+class ConsentWithdrawn(_SubjectConsentEvent):
     """A data subject withdrew consent (GDPR Art. 7(3))."""
 
-    type: ClassVar[str] = "org.datapolis.consent.revoked.v1"
-    revoked_at: datetime
+    type: ClassVar[str] = "org.datapolis.consent.withdrawn.v1"
+
+
+@register
+class ConsentExpired(_SubjectConsentEvent):
+    """The consent's period ended."""
+
+    type: ClassVar[str] = "org.datapolis.consent.expired.v1"

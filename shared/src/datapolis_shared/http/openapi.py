@@ -205,6 +205,16 @@ SECURITY_SCHEMES: dict[str, Any] = {
 }
 
 
+_SCHEMES_KEY = "x-security-schemes"
+
+
+def own_security(name: str, scheme: dict[str, Any]) -> dict[str, Any]:
+    """The ``openapi_extra=`` of a route that authenticates its callers by
+    ``scheme`` rather than by an API key: the operation names it as its
+    security and the document lists it among its schemes."""
+    return {"security": [{name: []}], _SCHEMES_KEY: {name: scheme}}
+
+
 def problem_responses(*codes: ProblemCode) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` of a route that can answer these problem codes."""
     responses: dict[int | str, dict[str, Any]] = {}
@@ -281,7 +291,7 @@ def complete_openapi(
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     schemas["Problem"] = PROBLEM_SCHEMA
-    components["securitySchemes"] = SECURITY_SCHEMES
+    components["securitySchemes"] = dict(SECURITY_SCHEMES)
 
     for route in app.routes:
         if not isinstance(route, APIRoute) or not route.include_in_schema:
@@ -291,6 +301,9 @@ def complete_openapi(
             operation = operations.get(method.lower())
             if operation is None:
                 continue
+            # A route authenticated otherwise than by an API key declares its
+            # schemes itself (see OWN_SECURITY); they join the document's.
+            components["securitySchemes"].update(operation.pop(_SCHEMES_KEY, {}))
             _complete_operation(
                 operation,
                 route,
@@ -325,6 +338,10 @@ def _complete_operation(
     if authenticated:
         operation["security"] = [{BEARER_SCHEME: []}, {API_KEY_SCHEME: []}]
         add(*AUTHENTICATION_CODES)
+    elif (route.openapi_extra or {}).get("security"):
+        # Declared by the route with own_security(); its 401 codes are in its
+        # responses like any other.
+        pass
     else:
         operation["security"] = []
     takes_input = bool(route.dependant.path_params or route.dependant.query_params)

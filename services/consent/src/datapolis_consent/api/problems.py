@@ -60,3 +60,41 @@ EVENT_NOT_ACKNOWLEDGED = ProblemCode(
     "publishes it once Kafka answers (retry after `Retry-After` seconds to see it)",
     retry_after=True,
 )
+INVALID_SUBJECT_TOKEN = ProblemCode(
+    "invalid-subject-token",
+    401,
+    "no subject token, or one malformed, badly signed, for another audience or lacking a claim",
+)
+EXPIRED_SUBJECT_TOKEN = ProblemCode("expired-subject-token", 401, "the subject token has expired")
+UNKNOWN_TOKEN_ISSUER = ProblemCode(
+    "unknown-token-issuer", 401, "the subject token's issuer is not one the platform trusts"
+)
+WRONG_DATASET_TOKEN = ProblemCode(
+    "wrong-dataset-token", 403, "the subject token is for another dataset than the one named"
+)
+SUBJECT_DATASET_NOT_FOUND = ProblemCode(
+    "dataset-not-found", 404, "consent knows no dataset by the id or slug the token names"
+)
+CONSENT_NOT_FOUND = ProblemCode(
+    "consent-not-found", 404, "no consent by this id that the token's subject gave"
+)
+DATASET_NOT_PERSONAL = ProblemCode(
+    "dataset-not-personal", 409, "subjects consent only on datasets of access level `personal`"
+)
+NO_ACTIVE_AGREEMENT = ProblemCode(
+    "no-active-agreement",
+    409,
+    "the consumer holds no granted agreement on the dataset covering this purpose and period",
+)
+CONSENT_NOT_ACTIVE = ProblemCode(
+    "consent-not-active",
+    409,
+    "the consent is no longer granted",
+    (("consent_status", "withdrawn"),),
+)
+UNKNOWN_PURPOSE = ProblemCode(
+    "unknown-purposes",
+    422,
+    "a purpose outside the vocabulary (W3C DPV purposes listed in `known`)",
+    (("purposes", ["dpv:Gossip"]),),
+)
