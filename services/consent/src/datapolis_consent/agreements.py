@@ -23,8 +23,6 @@ does not exist.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +63,7 @@ from datapolis_shared.events.consent import (
     AgreementRevoked,
     AgreementTerminated,
 )
-from datapolis_shared.postgres.outbox import enqueue
+from datapolis_shared.postgres.outbox import enqueue, published_within
 from datapolis_shared.postgres.pool import Connection, Pool
 
 Status = Literal["requested", "granted", "refused", "revoked", "terminated", "expired"]
@@ -759,7 +757,6 @@ async def on_dataset_retired(conn: Connection, dataset: Dataset) -> None:
 
 # -- publication -----------------------------------------------------------------
 
-PUBLISHED = "SELECT published_at IS NOT NULL FROM outbox WHERE event_id = $1"
 # The bound within which deliveries stop once a revocation's event is on
 # Kafka (notify's promise), stated in the answer.
 DELIVERIES_STOP_WITHIN_S = 1.0
@@ -777,22 +774,15 @@ async def wait_published(pool: Pool, change: Change, *, timeout_s: float) -> Non
     Kafka; ``NotYetPublished`` after ``timeout_s``. The relay, woken by the
     commit's NOTIFY, publishes it: publishing here as well would race it and
     could put an agreement's events out of order."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.002
-    while True:
-        if await pool.fetchval(PUBLISHED, change.event_id):
-            return
-        if time.monotonic() >= deadline:
-            raise NotYetPublished(
-                f"the agreement is {change.agreement.status}, but Kafka has not acknowledged "
-                "the event yet: it will be published once Kafka answers; deliveries stop "
-                "then",
-                agreement_id=change.agreement.agreement_id,
-                agreement_status=change.agreement.status,
-                retry_after_s=5,
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    if not await published_within(pool, change.event_id, timeout_s=timeout_s):
+        raise NotYetPublished(
+            f"the agreement is {change.agreement.status}, but Kafka has not acknowledged "
+            "the event yet: it will be published once Kafka answers; deliveries stop "
+            "then",
+            agreement_id=change.agreement.agreement_id,
+            agreement_status=change.agreement.status,
+            retry_after_s=5,
+        )
 
 
 # -- receipts --------------------------------------------------------------------

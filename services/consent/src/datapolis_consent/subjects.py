@@ -21,9 +21,7 @@ A consent is effective only while its agreement is granted: reads compute
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +47,7 @@ from datapolis_consent.receipts import (
 from datapolis_consent.subject_tokens import SubjectClaims
 from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from datapolis_shared.events.consent import ConsentExpired, ConsentGranted, ConsentWithdrawn
-from datapolis_shared.postgres.outbox import enqueue
+from datapolis_shared.postgres.outbox import enqueue, published_within
 from datapolis_shared.postgres.pool import Connection, Pool
 
 Status = Literal["granted", "withdrawn", "expired"]
@@ -506,28 +504,19 @@ async def expire_due(pool: Pool) -> int:
 
 # -- publication -----------------------------------------------------------------
 
-PUBLISHED = "SELECT published_at IS NOT NULL FROM outbox WHERE event_id = $1"
-
 
 async def wait_published(pool: Pool, change: Change, *, timeout_s: float) -> None:
     """Returns once the relay has had ``change``'s event acknowledged by
     Kafka; ``NotYetPublished`` after ``timeout_s`` (the withdrawal stays
     committed and is published once Kafka answers), as for a revocation."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.002
-    while True:
-        if await pool.fetchval(PUBLISHED, change.event_id):
-            return
-        if time.monotonic() >= deadline:
-            raise NotYetPublished(
-                f"the consent is {change.consent.status}, but Kafka has not acknowledged "
-                "the event yet: it will be published once Kafka answers; deliveries stop then",
-                consent_id=change.consent.consent_id,
-                consent_status=change.consent.status,
-                retry_after_s=5,
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    if not await published_within(pool, change.event_id, timeout_s=timeout_s):
+        raise NotYetPublished(
+            f"the consent is {change.consent.status}, but Kafka has not acknowledged "
+            "the event yet: it will be published once Kafka answers; deliveries stop then",
+            consent_id=change.consent.consent_id,
+            consent_status=change.consent.status,
+            retry_after_s=5,
+        )
 
 
 # -- receipts --------------------------------------------------------------------

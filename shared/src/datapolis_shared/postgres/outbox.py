@@ -99,6 +99,25 @@ NOTIFY_CHANNEL = "datapolis_outbox"
 REPORT_INTERVAL_S = 5.0
 
 
+IS_PUBLISHED = "SELECT published_at IS NOT NULL FROM outbox WHERE event_id = $1"
+
+
+async def published_within(pool: Pool, event_id: str, *, timeout_s: float) -> bool:
+    """Whether the relay has had Kafka acknowledge the event ``event_id``
+    within ``timeout_s``: for a call that must answer only once its change
+    is on Kafka. It waits for the relay (woken by the commit's NOTIFY)
+    rather than publishing itself, which would race the relay and could put
+    one key's events out of order."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.002
+    while not await pool.fetchval(IS_PUBLISHED, event_id):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
 async def enqueue(conn: Connection, event: Event, *, id: str | None = None) -> str:
     """Write ``event`` to the outbox in the connection's current transaction.
 
