@@ -643,34 +643,33 @@ async def amend(pool: Pool, caller: Principal, agreement_id: str, terms: Terms) 
 
 
 async def refuse(pool: Pool, caller: Principal, agreement_id: str, body: Reason) -> Change:
-    caller.require(WRITE_SCOPE)
-    async with pool.acquire() as conn, conn.transaction():
-        before = await _locked(conn, caller, agreement_id)
-        _require_publisher(caller, before)
-        _require_status(before, "requested", "refuse")
-        after = before.model_copy(update={"status": "refused", "reason": body.reason})
-        return await _record(
-            conn,
-            before,
-            after,
-            change="refused",
-            actor=f"org:{caller.org_id}",
-            payload={"reason": body.reason},
-        )
+    return await _publisher_ends(pool, caller, agreement_id, body, "requested", "refused")
 
 
 async def revoke(pool: Pool, caller: Principal, agreement_id: str, body: Reason) -> Change:
+    return await _publisher_ends(pool, caller, agreement_id, body, "granted", "revoked")
+
+
+async def _publisher_ends(
+    pool: Pool,
+    caller: Principal,
+    agreement_id: str,
+    body: Reason,
+    status: Status,
+    change: Literal["refused", "revoked"],
+) -> Change:
+    """The publisher refuses a request or revokes a grant, with its reason."""
     caller.require(WRITE_SCOPE)
     async with pool.acquire() as conn, conn.transaction():
         before = await _locked(conn, caller, agreement_id)
         _require_publisher(caller, before)
-        _require_status(before, "granted", "revoke")
-        after = before.model_copy(update={"status": "revoked", "reason": body.reason})
+        _require_status(before, status, "refuse" if change == "refused" else "revoke")
+        after = before.model_copy(update={"status": change, "reason": body.reason})
         return await _record(
             conn,
             before,
             after,
-            change="revoked",
+            change=change,
             actor=f"org:{caller.org_id}",
             payload={"reason": body.reason},
         )
