@@ -133,8 +133,8 @@ INSERT INTO deliveries AS d (delivery_id, subscription_id, consumer_id, publishe
                              channel, kind, event_type, record_count, agreement_ids, consent_ids,
                              status, attempts, last_status, last_error, last_attempt_at,
                              delivered_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-        CASE WHEN $12 = 'delivered' THEN $16 END)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[], $11::text[], $12::text, $13, $14,
+        $15, $16::timestamptz, CASE WHEN $12::text = 'delivered' THEN $16::timestamptz END)
 ON CONFLICT (delivery_id) DO UPDATE SET
     record_count = EXCLUDED.record_count,
     agreement_ids = EXCLUDED.agreement_ids,
@@ -184,17 +184,18 @@ UPSERT_HEALTH = """
 INSERT INTO endpoint_health AS h (subscription_id, attempts, failures, consecutive_failures,
                                   last_success_at, last_failure_at, last_failure_reason,
                                   failing_since, updated_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, now()
- WHERE EXISTS (SELECT 1 FROM subscriptions WHERE subscription_id = $1)
+SELECT $1::text, $2::bigint, $3::bigint, $4::int, $5::timestamptz, $6::timestamptz, $7::text,
+       $8::timestamptz, now()
+ WHERE EXISTS (SELECT 1 FROM subscriptions WHERE subscription_id = $1::text)
 ON CONFLICT (subscription_id) DO UPDATE SET
     attempts = h.attempts + EXCLUDED.attempts,
     failures = h.failures + EXCLUDED.failures,
-    consecutive_failures = CASE WHEN $9 THEN EXCLUDED.consecutive_failures
+    consecutive_failures = CASE WHEN $9::boolean THEN EXCLUDED.consecutive_failures
                                 ELSE h.consecutive_failures + EXCLUDED.consecutive_failures END,
     last_success_at = COALESCE(EXCLUDED.last_success_at, h.last_success_at),
     last_failure_at = COALESCE(EXCLUDED.last_failure_at, h.last_failure_at),
     last_failure_reason = COALESCE(EXCLUDED.last_failure_reason, h.last_failure_reason),
-    failing_since = CASE WHEN $9 THEN EXCLUDED.failing_since
+    failing_since = CASE WHEN $9::boolean THEN EXCLUDED.failing_since
                          ELSE COALESCE(h.failing_since, EXCLUDED.failing_since) END,
     updated_at = now()
 RETURNING subscription_id, failing_since
@@ -255,8 +256,8 @@ class Enqueue:
 INSERT_QUEUE = """
 INSERT INTO delivery_queue (delivery_id, subscription_id, keys, payload, attempt,
                             next_attempt_at, state, dead_at)
-VALUES ($1, $2, $3, $4::jsonb, $5, $6, CASE WHEN $7 THEN 'dead' ELSE 'waiting' END,
-        CASE WHEN $7 THEN now() END)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6, CASE WHEN $7::boolean THEN 'dead' ELSE 'waiting' END,
+        CASE WHEN $7::boolean THEN now() END)
 ON CONFLICT (delivery_id) DO NOTHING
 """
 
