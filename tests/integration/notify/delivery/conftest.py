@@ -203,22 +203,27 @@ async def scene(
 EngineFactory = Callable[..., Awaitable[DeliveryEngine]]
 
 
+def delivery_settings(scene: Scene, **overrides: Any) -> dict[str, Any]:
+    """Short waits for tests, reading only the scene's topic."""
+    return {
+        "topic_pattern": "^" + scene.topic.replace(".", r"\.") + "$",
+        "group_id": f"notify.delivery.{uuid.uuid4().hex[:8]}",
+        "retry_schedule_s": [0.2, 0.2, 0.2, 0.2, 0.2],
+        "retry_jitter": 0.0,
+        "queue_poll_s": 0.05,
+        "subscription_refresh_s": 0.2,
+        "commit_interval_s": 0.1,
+        **overrides,
+    }
+
+
 @pytest.fixture
 async def engine_for(scene: Scene) -> AsyncIterator[EngineFactory]:
     """Starts an engine (and its reader) on the scene's topic."""
     started: list[tuple[DeliveryEngine, DatasetReader]] = []
 
     async def start(*, sender_timeout_s: float = 15.0, **overrides: Any) -> DeliveryEngine:
-        settings = DeliverySettings(
-            topic_pattern="^" + scene.topic.replace(".", r"\.") + "$",
-            group_id=f"notify.delivery.{uuid.uuid4().hex[:8]}",
-            retry_schedule_s=[0.2, 0.2, 0.2, 0.2, 0.2],
-            retry_jitter=0.0,
-            queue_poll_s=0.05,
-            subscription_refresh_s=0.2,
-            commit_interval_s=0.1,
-            **overrides,
-        )
+        settings = DeliverySettings(**delivery_settings(scene, **overrides))
         reader_box: list[DatasetReader] = []
 
         async def partitions(topic: str) -> int | None:

@@ -142,6 +142,8 @@ class Outlet:
         self.semaphore = asyncio.Semaphore(engine.settings.max_in_flight_per_endpoint)
         self.tasks: set[asyncio.Task[None]] = set()
         self._linger: asyncio.TimerHandle | None = None
+        self.spilling: list[Held] = []
+        self._spill_writer = False
         self.closed = False
 
     # -- live records ---------------------------------------------------------
@@ -150,11 +152,16 @@ class Outlet:
         if self.closed or not matches(held.record.value, self.subscription.filter):
             held.release()
             return
+        self._route(held)
+
+    def _route(self, held: Held) -> None:
         key = held.record.key
-        if key is not None and (key in self.queued_keys or self.inserting[key] > 0):
-            self._spill([held])
-        elif key is not None and (self.in_flight[key] > 0 or key in self.waiting):
+        # A key in flight first: should its message fail, its waiting
+        # records are queued right after it, never before it.
+        if key is not None and (self.in_flight[key] > 0 or key in self.waiting):
             self.waiting.setdefault(key, deque()).append(held)
+        elif key is not None and (key in self.queued_keys or self.inserting[key] > 0):
+            self._spill([held])
         else:
             self._buffer(held)
 
@@ -205,37 +212,47 @@ class Outlet:
             behind = self.waiting.pop(key, None)
             if not behind:
                 continue
-            if key in self.queued_keys or self.inserting[key] > 0:
-                self._spill(list(behind))
-            else:
-                for held in behind:
-                    self._buffer(held)
+            # Routed again one by one: once a batch of them is in flight,
+            # the rest wait for it.
+            for held in behind:
+                self._route(held)
 
     def _spill(self, helds: list[Held]) -> None:
         """Records behind a queued message of their key: into the queue too,
-        due now, released once written."""
-        keys = _keys(held.record for held in helds)
-        for key in keys:
+        due now, in the order they came (one writer per outlet, so their
+        seq follows their offsets), released once written."""
+        for key in _keys(held.record for held in helds):
             self.inserting[key] += 1
+        self.spilling.extend(helds)
+        if not self._spill_writer:
+            self._spill_writer = True
+            self._spawn(self._write_spilled())
 
-        async def write() -> None:
-            now = self.engine.clock()
-            records = [held.record for held in helds]
-            item = self.engine.enqueue_item(
-                self.subscription, records, attempt=0, next_at=now, now=now, outcome=None
-            )
-            try:
-                await durably(
-                    "queueing records behind their key", lambda: enqueue(self.engine.pool, [item])
+    async def _write_spilled(self) -> None:
+        try:
+            while self.spilling:
+                helds, self.spilling = self.spilling, []
+                keys = _keys(held.record for held in helds)
+                now = self.engine.clock()
+                item = self.engine.enqueue_item(
+                    self.subscription,
+                    [held.record for held in helds],
+                    attempt=0,
+                    next_at=now,
+                    now=now,
+                    outcome=None,
                 )
-            finally:
-                for key in keys:
-                    self.inserting[key] -= 1
-            self.queued_keys.update(keys)
-            for held in helds:
-                held.release()
-
-        self._spawn(write())
+                await durably(
+                    "queueing records behind their key",
+                    lambda item=item: enqueue(self.engine.pool, [item]),  # type: ignore[misc]
+                )
+                self.queued_keys.update(keys)
+                for held in helds:
+                    for key in _keys([held.record]):
+                        self.inserting[key] -= 1
+                    held.release()
+        finally:
+            self._spill_writer = False
 
     async def _send_live(self, batch: list[Held]) -> None:
         records = [held.record for held in batch]
