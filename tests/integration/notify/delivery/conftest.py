@@ -54,6 +54,7 @@ class Receiver:
     hits: list[Hit] = field(default_factory=list)
     answers: dict[str, list[int]] = field(default_factory=dict)
     hang: set[str] = field(default_factory=set)
+    delay_s: dict[str, float] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
@@ -75,6 +76,8 @@ async def receiver() -> AsyncIterator[Receiver]:
         body = await request.read()
         if path in state.hang:
             await asyncio.sleep(3600)
+        if path in state.delay_s:
+            await asyncio.sleep(state.delay_s[path])
         count = state.seen.get(path, 0)
         state.seen[path] = count + 1
         answers = state.answers.get(path, [200])
