@@ -93,6 +93,9 @@ bench: infra ## benchmarks: ingest against the real broker, the record-id window
 	 $(VENV)/python bench/propagation.py
 	@DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
 	 $(VENV)/python bench/ledger.py
+	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
+	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
+	 $(VENV)/python bench/notify_fanout.py
 
 k8s-validate: ## render deploy/k8s overlays and validate them offline (core schemas and CRDs)
 	@deploy/k8s/validate.sh
