@@ -25,6 +25,9 @@ class DeliverySettings(BaseModel):
     disable_after_s: float = Field(default=24 * 3600.0, gt=0)
     # Messages in flight at once per endpoint (each with keys of its own).
     max_in_flight_per_endpoint: int = Field(default=8, ge=1, le=256)
+    # Records an endpoint may hold in memory (batching, or waiting behind
+    # their key); beyond, its records go through the durable queue.
+    max_held_per_endpoint: int = Field(default=5_000, ge=1)
     # How often the durable queue is polled for due messages, and how long
     # a claimed message is leased to one replica (longer than a send's timeout).
     queue_poll_s: float = Field(default=0.25, gt=0)

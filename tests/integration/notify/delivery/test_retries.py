@@ -5,6 +5,7 @@ failure disable the endpoint."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -87,6 +88,32 @@ async def test_a_dead_endpoint_does_not_slow_a_healthy_one(
     assert receiver.on("dead") == []
 
 
+async def test_an_endpoint_too_slow_for_its_records_sends_them_through_the_queue(
+    scene: Scene, engine_for: EngineFactory, receiver: Receiver
+) -> None:
+    open_dataset(scene)
+    engine = await engine_for(
+        sender_timeout_s=60.0, max_held_per_endpoint=20, max_in_flight_per_endpoint=2
+    )
+    receiver.hang.add("dead")
+    dead = await scene.subscribe(url=receiver.url("dead"), batch_max_records=1)
+    healthy = await scene.subscribe(url=receiver.url("healthy"), batch_max_records=5)
+    await until_picked_up(engine, dead)
+    await until_picked_up(engine, healthy)
+    await scene.produce([(f"k{i}", {"n": i}) for i in range(300)])
+    await eventually(lambda: len(receiver.records("healthy")) == 300, timeout_s=20)
+    # The hanging endpoint holds at most its bound in memory: the rest of its
+    # records are durably queued (so their offsets can be committed).
+    outlet = engine.outlets[dead]
+    assert outlet.waiting_count + len(outlet.buffer) + outlet.in_flight_records <= 20
+
+    async def queued() -> bool:
+        rows = await scene.queue(dead)
+        return sum(len(json.loads(r["payload"])) for r in rows) >= 300 - 20 - 2
+
+    await eventually(queued, timeout_s=SETUP_WAIT_S)
+
+
 async def test_a_message_whose_retries_are_exhausted_is_dead(
     scene: Scene, engine_for: EngineFactory, receiver: Receiver
 ) -> None:
@@ -109,8 +136,6 @@ async def test_a_message_whose_retries_are_exhausted_is_dead(
     assert receiver.seen["down"] == 3
     # The dead message keeps the record as read, for a replay.
     [queued] = await scene.queue(sub)
-    import json
-
     payload = json.loads(queued["payload"])
     assert payload[0]["value"] == {"n": 1}
     assert payload[0]["topic"] == scene.topic

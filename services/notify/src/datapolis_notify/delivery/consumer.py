@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Records held in memory (offered, outcome not durable) beyond which reading
 # pauses: a bound on memory, not a normal state.
-MAX_HELD = 50_000
+MAX_HELD = 100_000
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types

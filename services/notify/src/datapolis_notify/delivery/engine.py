@@ -143,6 +143,11 @@ class Outlet:
         self.tasks: set[asyncio.Task[None]] = set()
         self._linger: asyncio.TimerHandle | None = None
         self.spilling: list[Held] = []
+        self.waiting_count = 0
+        # Records of live messages not finished (sending, or waiting to).
+        self.in_flight_records = 0
+        # Queued messages of this endpoint being attempted now.
+        self.queued_in_progress = 0
         self._spill_writer = False
         self.closed = False
 
@@ -160,8 +165,19 @@ class Outlet:
         # records are queued right after it, never before it.
         if key is not None and (self.in_flight[key] > 0 or key in self.waiting):
             self.waiting.setdefault(key, deque()).append(held)
+            self.waiting_count += 1
         elif key is not None and (key in self.queued_keys or self.inserting[key] > 0):
             self._spill([held])
+        elif self.overloaded():
+            # An endpoint too slow for its records: they go through the
+            # durable queue rather than pile up in memory (and hold back the
+            # reader, so every other endpoint). The batch goes first, so
+            # each key keeps its order.
+            if self._linger is not None:
+                self._linger.cancel()
+                self._linger = None
+            batch, self.buffer = self.buffer, []
+            self._spill([*batch, held])
         else:
             self._buffer(held)
 
@@ -182,6 +198,7 @@ class Outlet:
             self.buffer = self.buffer[self.subscription.batch_max_records :]
             for key in _keys(held.record for held in batch):
                 self.in_flight[key] += 1
+            self.in_flight_records += len(batch)
             self._spawn(self._send_live(batch))
 
     def _spawn(self, work: Awaitable[None]) -> None:
@@ -212,6 +229,7 @@ class Outlet:
             behind = self.waiting.pop(key, None)
             if not behind:
                 continue
+            self.waiting_count -= len(behind)
             # Routed again one by one: once a batch of them is in flight,
             # the rest wait for it.
             for held in behind:
@@ -263,6 +281,8 @@ class Outlet:
         except BaseException:
             self._finish(keys)
             raise
+        finally:
+            self.in_flight_records -= len(batch)
 
     async def _attempt_live(
         self, batch: list[Held], records: list[SourceRecord], keys: list[str]
@@ -344,7 +364,23 @@ class Outlet:
 
     # -- queued messages ------------------------------------------------------
 
+    def overloaded(self) -> bool:
+        held = len(self.buffer) + self.waiting_count + len(self.spilling) + self.in_flight_records
+        return held >= self.engine.settings.max_held_per_endpoint
+
+    def busy(self) -> bool:
+        """As many queued messages under way as it may send at once: the
+        queue task claims no more of its messages (their lease would run
+        out while they wait for the endpoint)."""
+        return self.queued_in_progress >= self.engine.settings.max_in_flight_per_endpoint
+
     async def attempt_queued(self, message: QueuedMessage) -> None:
+        try:
+            await self._attempt_queued(message)
+        finally:
+            self.queued_in_progress -= 1
+
+    async def _attempt_queued(self, message: QueuedMessage) -> None:
         async with self.semaphore:
             try:
                 await self.engine.attempt_queued(self, message)
@@ -378,6 +414,7 @@ class Outlet:
             for held in behind:
                 held.release()
         self.waiting = {}
+        self.waiting_count = 0
 
 
 def _keys(records: Any) -> list[str]:
@@ -767,9 +804,10 @@ class DeliveryEngine:
     async def _queue_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.queue_poll_s)
+            busy = [sid for sid, outlet in self.outlets.items() if outlet.busy()]
             try:
                 claimed = await claim_due(
-                    self.pool, self.settings.queue_claim_limit, self.settings.queue_lease_s
+                    self.pool, self.settings.queue_claim_limit, self.settings.queue_lease_s, busy
                 )
             except Exception as exc:
                 log.warning("delivery: cannot read the queue: %r", exc)
@@ -781,6 +819,7 @@ class DeliveryEngine:
                     with contextlib.suppress(Exception):
                         await postpone(self.pool, message.seq, self.clock() + timedelta(seconds=5))
                     continue
+                outlet.queued_in_progress += 1
                 task = asyncio.create_task(outlet.attempt_queued(message))
                 self._queue_tasks.add(task)
                 task.add_done_callback(self._queue_tasks.discard)

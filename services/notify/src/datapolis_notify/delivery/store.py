@@ -294,6 +294,7 @@ WITH due AS (
     SELECT q.seq
       FROM delivery_queue q
      WHERE q.state = 'waiting' AND q.next_attempt_at <= now()
+       AND q.subscription_id <> ALL($3::text[])
        AND NOT EXISTS (
            SELECT 1 FROM delivery_queue p
             WHERE p.subscription_id = q.subscription_id AND p.state = 'waiting'
@@ -310,8 +311,11 @@ RETURNING q.seq, q.delivery_id, q.subscription_id, q.keys, q.payload, q.attempt,
 """
 
 
-async def claim_due(pool: Pool, limit: int, lease_s: float) -> list[QueuedMessage]:
-    rows = await pool.fetch(CLAIM_DUE, limit, lease_s)
+async def claim_due(
+    pool: Pool, limit: int, lease_s: float, busy: Sequence[str] = ()
+) -> list[QueuedMessage]:
+    """Due messages, except those of the ``busy`` subscriptions."""
+    rows = await pool.fetch(CLAIM_DUE, limit, lease_s, list(busy))
     claimed = []
     for row in rows:
         payload = row["payload"]
