@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import httpcore
 import pytest
@@ -125,7 +125,14 @@ class _NoConnect(httpcore.AsyncNetworkBackend):
     def __init__(self) -> None:
         self.connected: list[str] = []
 
-    async def connect_tcp(self, host: str, port: int, **_: object) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         self.connected.append(host)
         raise httpcore.ConnectError("test backend: no network")
 

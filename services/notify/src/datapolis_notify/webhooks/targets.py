@@ -234,12 +234,12 @@ def check_url(url: str, policy: TargetPolicy) -> str:
         raise TargetRefused("metadata", name)
     address = literal_address(name)
     allowed = policy.host_allowed(name) or (address is not None and policy.address_allowed(address))
-    if parts.scheme == "http" and not allowed:
-        raise TargetRefused("https-required", f"plain http to {name}")
     if address is not None:
         policy.check_address(name, address)
     elif (name == "localhost" or name.endswith(".localhost")) and not allowed:
         raise TargetRefused("loopback", name)
+    if parts.scheme == "http" and not allowed:
+        raise TargetRefused("https-required", f"plain http to {name}")
     return url
 
 
