@@ -307,3 +307,24 @@ async def _until(condition: Callable[[], bool], limit_s: float = 5.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+async def test_a_redirect_may_not_drop_to_plain_http(
+    receivers: ReceiverFactory, make_sender: SenderFactory
+) -> None:
+    """Plain http is for allow-listed hosts only, after a redirect too: here
+    the name's address is allowed, the name is not."""
+    final = await receivers()
+    redirecting = await receivers(
+        reply=lambda _: Reply(307, {"location": f"http://plain.test:{final.port}/"})
+    )
+    sender = make_sender(
+        allow_targets=LOOPBACK_ONLY,
+        max_redirects=1,
+        resolver=_fixed_dns({"plain.test": ["127.0.0.1"]}),
+    )
+    outcome = await _send(sender, _endpoint(redirecting.url()))
+    assert outcome.kind == "refused-target"
+    assert outcome.error is not None
+    assert "https-required" in outcome.error
+    assert final.connections == 0
