@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+import socket
+from collections.abc import Sequence
 
-import httpcore
 import pytest
 
 from datapolis_notify.webhooks.config import WebhookSettings
 from datapolis_notify.webhooks.targets import (
-    GuardedNetworkBackend,
+    GuardedResolver,
     IPAddress,
     Resolver,
     TargetPolicy,
@@ -121,53 +121,44 @@ def _resolver(answers: dict[str, list[str]]) -> Resolver:
     return resolve
 
 
-class _NoConnect(httpcore.AsyncNetworkBackend):
-    def __init__(self) -> None:
-        self.connected: list[str] = []
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        self.connected.append(host)
-        raise httpcore.ConnectError("test backend: no network")
-
-
 @pytest.mark.parametrize(
     "answer",
     [["10.0.0.7"], ["93.184.216.34", "127.0.0.1"], ["::ffff:169.254.169.254"]],
 )
-async def test_backend_refuses_when_any_resolved_address_is_forbidden(answer: list[str]) -> None:
-    inner = _NoConnect()
-    backend = GuardedNetworkBackend(
-        TargetPolicy(), resolver=_resolver({"evil.example": answer}), inner=inner
-    )
+async def test_resolver_refuses_when_any_address_is_forbidden(answer: list[str]) -> None:
+    guard = GuardedResolver(TargetPolicy(), resolver=_resolver({"evil.example": answer}))
     with pytest.raises(TargetRefused):
-        await backend.connect_tcp("evil.example", 443, timeout=1.0)
-    assert inner.connected == []
+        await guard.resolve("evil.example", 443, socket.AF_UNSPEC)
 
 
-async def test_backend_connects_to_the_vetted_address_not_the_name() -> None:
-    inner = _NoConnect()
-    backend = GuardedNetworkBackend(
+async def test_resolver_hands_on_the_vetted_addresses_for_the_name() -> None:
+    guard = GuardedResolver(
         TargetPolicy(),
         resolver=_resolver({"good.example": ["93.184.216.34", "2606:4700::6810:84e5"]}),
-        inner=inner,
     )
-    with pytest.raises(httpcore.ConnectError):
-        await backend.connect_tcp("good.example", 443, timeout=1.0)
-    # Each vetted address is tried in turn; the name is never handed on.
-    assert inner.connected == ["93.184.216.34", "2606:4700::6810:84e5"]
+    results = await guard.resolve("good.example", 443, socket.AF_UNSPEC)
+    assert [(r["hostname"], r["host"], r["port"]) for r in results] == [
+        ("good.example", "93.184.216.34", 443),
+        ("good.example", "2606:4700::6810:84e5", 443),
+    ]
+    only_v4 = await guard.resolve("good.example", 443, socket.AF_INET)
+    assert [r["host"] for r in only_v4] == ["93.184.216.34"]
 
 
-async def test_backend_refuses_metadata_names_and_literals_without_resolving() -> None:
-    inner = _NoConnect()
-    backend = GuardedNetworkBackend(TargetPolicy(), resolver=_resolver({}), inner=inner)
+async def test_resolver_allows_what_the_allow_list_opens_but_never_metadata() -> None:
+    guard = GuardedResolver(
+        TargetPolicy.from_entries(["127.0.0.0/8", "169.254.0.0/16"]),
+        resolver=_resolver({"dev.test": ["127.0.0.1"], "meta.test": ["169.254.169.254"]}),
+    )
+    assert [r["host"] for r in await guard.resolve("dev.test", 80, socket.AF_UNSPEC)] == [
+        "127.0.0.1"
+    ]
+    with pytest.raises(TargetRefused, match="metadata"):
+        await guard.resolve("meta.test", 80, socket.AF_UNSPEC)
+
+
+async def test_resolver_refuses_metadata_names_and_literals_without_resolving() -> None:
+    guard = GuardedResolver(TargetPolicy(), resolver=_resolver({}))
     for host in ("metadata.google.internal", "169.254.169.254", "127.1"):
         with pytest.raises(TargetRefused):
-            await backend.connect_tcp(host, 80, timeout=1.0)
-    assert inner.connected == []
+            await guard.resolve(host, 80, socket.AF_UNSPEC)

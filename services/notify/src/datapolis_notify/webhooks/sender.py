@@ -1,8 +1,12 @@
 """Sends one signed webhook message to one endpoint, and says what came of it.
 
-One ``httpx.AsyncClient`` serves every endpoint. Its connections are made by
-the target guard (:mod:`.targets`), so every connection, the first or after
-a redirect, goes only to an address that was vetted when it was made.
+One ``aiohttp`` session (one connection pool) serves every endpoint, with a
+per-host limit so a hanging endpoint holds only its own share. Its resolver
+is the target guard's (:class:`~.targets.GuardedResolver`): every new
+connection, the first or after a redirect, goes only to an address vetted
+when it is made. aiohttp rather than httpx: under a fan-out of many
+concurrent requests httpx's pool spends its time re-scanning its
+connections, an order of magnitude slower here.
 
 Failures of the target (statuses, timeouts, resets, nonsense) become an
 :class:`~datapolis_notify.ports.Outcome`; ``send`` raises only for notify's
@@ -15,20 +19,17 @@ import asyncio
 import email.utils
 import ssl
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import metadata
-from urllib.parse import urljoin, urlsplit
 
-import httpcore
-import httpx
+import aiohttp
+from yarl import URL
 
 from datapolis_notify.ports import Outcome, WebhookEndpoint
 from datapolis_notify.webhooks.config import WebhookSettings
 from datapolis_notify.webhooks.signing import signature_headers
 from datapolis_notify.webhooks.targets import (
-    GuardedNetworkBackend,
+    GuardedResolver,
     Resolver,
     TargetPolicy,
     TargetRefused,
@@ -50,51 +51,15 @@ def _user_agent() -> str:
     return f"datapolis-notify/{version}"
 
 
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a connection pool whose every connection is
-    made by the target guard. httpx 0.28 takes no network backend, so the
-    pool it builds is replaced by one that has it (same options)."""
-
-    def __init__(
-        self, *, backend: GuardedNetworkBackend, ssl_context: ssl.SSLContext, limits: httpx.Limits
-    ) -> None:
-        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
-        )
-
-
-class _HostSlots:
-    """At most ``limit`` requests at once per (scheme, host, port): a host
-    that hangs holds its own slots, not the shared pool."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._slots: dict[tuple[str, str, int | None], tuple[asyncio.Semaphore, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, url: str) -> AsyncIterator[None]:
-        parts = urlsplit(url)
-        key = (parts.scheme, (parts.hostname or "").lower(), parts.port)
-        semaphore, users = self._slots.get(key, (asyncio.Semaphore(self._limit), 0))
-        self._slots[key] = (semaphore, users + 1)
-        try:
-            async with semaphore:
-                yield
-        finally:
-            semaphore, users = self._slots[key]
-            if users <= 1:
-                del self._slots[key]
-            else:
-                self._slots[key] = (semaphore, users - 1)
+class _TargetFault(Exception):
+    """The target answered something unusable (e.g. a bad Location)."""
 
 
 class HttpWebhookSender:
-    """The :class:`~datapolis_notify.ports.WebhookSender` over HTTP."""
+    """The :class:`~datapolis_notify.ports.WebhookSender` over HTTP.
+
+    Made anywhere; its session is opened on first use, inside the event loop
+    that uses it. Close it with :meth:`aclose`."""
 
     def __init__(
         self,
@@ -105,32 +70,42 @@ class HttpWebhookSender:
     ) -> None:
         self._settings = settings
         self._policy = TargetPolicy.from_entries(settings.allow_targets)
+        self._resolver = resolver
+        self._verify = verify
         self._user_agent = _user_agent()
-        self._slots = _HostSlots(settings.max_connections_per_host)
-        transport = _GuardedTransport(
-            backend=GuardedNetworkBackend(self._policy, resolver=resolver),
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-                keepalive_expiry=settings.keepalive_expiry_s,
-            ),
-        )
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(settings.timeout_s),
-            follow_redirects=False,
-            # No proxy from the environment: a proxy would make the
-            # connection, out of the guard's sight.
-            trust_env=False,
-        )
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def policy(self) -> TargetPolicy:
         return self._policy
 
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            settings = self._settings
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self._policy, resolver=self._resolver),
+                # Every new connection resolves (and is vetted) again.
+                use_dns_cache=False,
+                limit=settings.max_connections,
+                limit_per_host=settings.max_connections_per_host,
+                keepalive_timeout=settings.keepalive_expiry_s,
+                ssl=self._verify,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
+                # A small gzip bomb must stay small: the body is read as sent.
+                auto_decompress=False,
+                # No proxy from the environment: a proxy would make the
+                # connection, out of the guard's sight.
+                trust_env=False,
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(
         self,
@@ -148,8 +123,7 @@ class HttpWebhookSender:
         }
         started = time.monotonic()
         try:
-            # httpx's timeout is per read or write; this one bounds the whole
-            # attempt, so a target dripping bytes cannot hold it longer.
+            # Bounds the whole attempt, waiting for a connection included.
             async with asyncio.timeout(self._settings.timeout_s):
                 return await self._post(endpoint.url, headers, body, started)
         except TargetRefused as refused:
@@ -160,9 +134,9 @@ class HttpWebhookSender:
                 error=f"target refused: {refused.reason} ({refused.detail})",
                 elapsed_s=time.monotonic() - started,
             )
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             error = f"timeout after {self._settings.timeout_s:g} s"
-        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError) as fault:
+        except (aiohttp.ClientError, OSError, _TargetFault) as fault:
             error = f"{type(fault).__name__}: {fault}"[:_ERROR_TEXT_CHARS]
         return Outcome(
             kind="retry",
@@ -175,20 +149,21 @@ class HttpWebhookSender:
     async def _post(
         self, url: str, headers: dict[str, str], body: bytes, started: float
     ) -> Outcome:
+        session = self._open()
         for hop in range(self._settings.max_redirects + 1):
+            # IP literals, scheme and credentials; names are vetted on connect.
             check_url(url, self._policy)
-            async with (
-                self._slots.hold(url),
-                self._client.stream("POST", url, content=body, headers=headers) as response,
-            ):
-                status = response.status_code
+            async with session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
                 location = response.headers.get("location")
                 if (
                     status in _FOLLOWED_REDIRECTS
                     and location
                     and hop < self._settings.max_redirects
                 ):
-                    url = urljoin(str(response.url), location)
+                    url = _redirect_target(response.url, location)
                     continue
                 head = await _read_bounded(response, self._settings.max_response_bytes)
                 retry_after = (
@@ -204,6 +179,13 @@ class HttpWebhookSender:
         raise AssertionError("the loop returns or continues")  # pragma: no cover
 
 
+def _redirect_target(base: URL, location: str) -> str:
+    try:
+        return str(base.join(URL(location)))
+    except ValueError as error:
+        raise _TargetFault(f"unusable Location {location[:80]!r}") from error
+
+
 def _classify(status: int, retry_after_s: float | None, head: bytes, elapsed_s: float) -> Outcome:
     if 200 <= status < 300:
         return Outcome("delivered", status, None, None, elapsed_s)
@@ -216,16 +198,15 @@ def _classify(status: int, retry_after_s: float | None, head: bytes, elapsed_s: 
     return Outcome("retry", status, retry_after_s, error, elapsed_s)
 
 
-async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
-    """At most ``limit`` bytes of the body, as sent (no decompression: a
-    small gzip bomb must stay small)."""
-    if limit <= 0:
-        return b""
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body; the rest is never read (the
+    connection is closed instead of drained)."""
     head = bytearray()
-    async for chunk in response.aiter_raw():
-        head += chunk[: limit - len(head)]
-        if len(head) >= limit:
+    while len(head) < limit:
+        chunk = await response.content.read(limit - len(head))
+        if not chunk:
             break
+        head += chunk
     return bytes(head)
 
 

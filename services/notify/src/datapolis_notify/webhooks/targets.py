@@ -6,7 +6,7 @@ reserved addresses, nor a cloud's metadata service. The check happens twice:
 
 - :func:`check_url` when a subscription is made or changed (fast feedback,
   no DNS);
-- :class:`GuardedNetworkBackend` at every connection: it resolves the host
+- :class:`GuardedResolver` at every connection: it resolves the host
   itself, refuses the connection if ANY address is forbidden, and connects to
   the address it vetted. The HTTP client keeps the URL's host for the Host
   header and for TLS (SNI and certificate check), so a DNS answer that
@@ -21,16 +21,15 @@ refused whatever the allow-list says.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
-import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-import anyio
-import httpcore
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -248,7 +247,8 @@ Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address of ``host``, from the system resolver."""
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
@@ -257,79 +257,49 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, vets every address, then connects to a vetted one.
+class GuardedResolver(AbstractResolver):
+    """The HTTP client's resolver: it vets every address a name resolves to,
+    and hands the client only vetted addresses to connect to (the client
+    keeps the name for TLS and the Host header).
 
-    Raises :class:`TargetRefused` (not an httpcore error, so nothing retries
-    it as a network fault) when an address is forbidden."""
+    Raises :class:`TargetRefused` (not an ``OSError``, so the client does not
+    take it for a network fault) when any address is forbidden. IP literals
+    do not come here: :func:`check_url` vets them before each request."""
 
-    def __init__(
-        self,
-        policy: TargetPolicy,
-        *,
-        resolver: Resolver = resolve,
-        inner: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
+    def __init__(self, policy: TargetPolicy, *, resolver: Resolver = resolve) -> None:
         self._policy = policy
         self._resolve = resolver
-        self._inner = inner if inner is not None else httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        # The name and the meaning are httpcore's interface.
-        timeout: float | None = None,  # noqa: ASYNC109
-        local_address: str | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         name = _normalise_host(host)
         if name in METADATA_HOSTS:
             raise TargetRefused("metadata", name)
         literal = literal_address(name)
-        if literal is not None:
-            addresses: Sequence[IPAddress] = [literal]
-        else:
-            addresses = await self._lookup(name, port, limit_s=timeout)
+        addresses = [literal] if literal is not None else list(await self._resolve(name, port))
+        if not addresses:
+            raise OSError(f"{name} has no address")
         # Every address, not only the first: a name answering a public and a
         # private address must not be a coin toss.
         for address in addresses:
             self._policy.check_address(name, address)
-        last_error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
-                last_error = error
-        assert last_error is not None  # addresses is never empty here
-        raise last_error
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=_family(address),
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+            if family in (socket.AF_UNSPEC, _family(address))
+        ]
 
-    async def _lookup(self, name: str, port: int, *, limit_s: float | None) -> Sequence[IPAddress]:
-        try:
-            with anyio.fail_after(limit_s):
-                addresses = await self._resolve(name, port)
-        except TimeoutError as error:
-            raise httpcore.ConnectTimeout(f"resolving {name} timed out") from error
-        except OSError as error:
-            # A name that does not resolve now may later: a network fault.
-            raise httpcore.ConnectError(f"cannot resolve {name}: {error}") from error
-        if not addresses:
-            raise httpcore.ConnectError(f"{name} has no address")
-        return addresses
+    async def close(self) -> None:
+        return None
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise TargetRefused("invalid-url", "unix sockets are not webhook targets")
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+def _family(address: IPAddress) -> socket.AddressFamily:
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
