@@ -46,8 +46,10 @@ class Receiver:
         *,
         reply: Replier | None = None,
         tls: ssl.SSLContext | None = None,
+        port: int = 0,
     ) -> None:
         self.host = host
+        self._port = port
         self.reply: Replier = reply or (lambda _: Reply())
         self.connections = 0
         self.requests: list[Received] = []
@@ -67,7 +69,9 @@ class Receiver:
         return f"{scheme}://{host or self.host}:{self.port}{path}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, 0, ssl=self._tls)
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self._port, ssl=self._tls
+        )
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -133,9 +137,13 @@ async def receivers() -> AsyncIterator[ReceiverFactory]:
     started: list[Receiver] = []
 
     async def start(
-        host: str = "127.0.0.1", *, reply: Replier | None = None, tls: ssl.SSLContext | None = None
+        host: str = "127.0.0.1",
+        *,
+        reply: Replier | None = None,
+        tls: ssl.SSLContext | None = None,
+        port: int = 0,
     ) -> Receiver:
-        receiver = Receiver(host, reply=reply, tls=tls)
+        receiver = Receiver(host, reply=reply, tls=tls, port=port)
         await receiver.start()
         started.append(receiver)
         return receiver

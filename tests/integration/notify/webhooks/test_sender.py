@@ -219,7 +219,8 @@ async def test_tls_uses_the_name_on_the_vetted_address_and_a_dns_change_is_refus
     receivers: ReceiverFactory, make_sender: SenderFactory, tls: Tls
 ) -> None:
     allowed = await receivers("127.0.0.1", tls=tls.server)
-    forbidden = await receivers("127.0.0.2", tls=tls.server)
+    # Same port, another address: only the name's answer tells them apart.
+    forbidden = await receivers("127.0.0.2", tls=tls.server, port=allowed.port)
     dns = {"hooks.test": ["127.0.0.1"]}
     sender = make_sender(allow_targets=LOOPBACK_ONLY, resolver=_fixed_dns(dns), verify=tls.client)
     url = f"https://hooks.test:{allowed.port}/hook"
@@ -232,7 +233,6 @@ async def test_tls_uses_the_name_on_the_vetted_address_and_a_dns_change_is_refus
 
     # The name now points elsewhere (DNS rebinding): checked again on connect.
     dns["hooks.test"] = ["127.0.0.2"]
-    url = f"https://hooks.test:{forbidden.port}/hook"
     second = await _send(sender, _endpoint(url), "msg_2")
     assert second.kind == "refused-target"
     assert forbidden.connections == 0
