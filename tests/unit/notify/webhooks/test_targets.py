@@ -83,6 +83,8 @@ def test_public_addresses_pass(address: str) -> None:
         ("https://[fe80::1]/", "link-local"),
         ("https://example.com:99999/", "invalid-url"),
         ("https:///nohost", "invalid-url"),
+        ("http://hooks.example.com\\@127.0.0.1/", "invalid-url"),  # parser confusion
+        ("https://[fe80::1%25eth0]/", "link-local"),
     ],
 )
 def test_check_url_refuses(url: str, reason: str) -> None:

@@ -27,9 +27,9 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -215,17 +215,16 @@ def check_url(url: str, policy: TargetPolicy) -> str:
     Static rules only (no DNS): http or https, no credentials, https unless the
     host is allow-listed, no metadata name, no forbidden IP literal. What a
     name resolves to is checked at every connection."""
+    # Parsed as the HTTP client parses it (yarl), so both see the same host.
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as error:
+        parsed = URL(url)
+    except (ValueError, TypeError) as error:
         raise TargetRefused("invalid-url", str(error)) from error
-    del port  # parsed only to refuse a malformed one
-    if parts.scheme not in ("http", "https"):
-        raise TargetRefused("scheme-not-allowed", f"scheme {parts.scheme!r}")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+    if parsed.scheme not in ("http", "https"):
+        raise TargetRefused("scheme-not-allowed", f"scheme {parsed.scheme!r}")
+    if parsed.user is not None or parsed.password is not None:
         raise TargetRefused("userinfo-not-allowed", "credentials in the URL")
-    host = parts.hostname
+    host = parsed.raw_host
     if not host:
         raise TargetRefused("invalid-url", "no host")
     name = _normalise_host(host)
@@ -237,7 +236,7 @@ def check_url(url: str, policy: TargetPolicy) -> str:
         policy.check_address(name, address)
     elif (name == "localhost" or name.endswith(".localhost")) and not allowed:
         raise TargetRefused("loopback", name)
-    if parts.scheme == "http" and not allowed:
+    if parsed.scheme == "http" and not allowed:
         raise TargetRefused("https-required", f"plain http to {name}")
     return url
 
