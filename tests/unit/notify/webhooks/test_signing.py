@@ -18,6 +18,7 @@ from datapolis_notify.webhooks.signing import (
     new_v1_secret,
     new_v1a_key_pair,
     public_key_of,
+    sign,
     signature_headers,
 )
 
@@ -158,3 +159,18 @@ def test_no_key_or_a_dotted_id_is_refused() -> None:
         signature_headers(
             (SigningKey("s", "v1", new_v1_secret()),), message_id="a.1", body=b"", now=_now()
         )
+
+
+def test_v1a_keys_are_the_raw_rfc_8032_seed_and_public_key() -> None:
+    """RFC 8032, section 7.1, test 1: pins what whsk_ and whpk_ carry."""
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    public = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    signature = bytes.fromhex(
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
+        "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+    )
+    private_key = "whsk_" + base64.b64encode(seed).decode()
+    assert public_key_of(private_key) == "whpk_" + base64.b64encode(public).decode()
+    assert sign(SigningKey("k", "v1a", private_key), b"") == (
+        "v1a," + base64.b64encode(signature).decode()
+    )
