@@ -7,7 +7,8 @@ One engine in this process (as the worker runs it: reader, outlets, queue,
 delivery log in batches) on a PostgreSQL schema and a data topic of its own,
 on the broker and database of KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL
 (defaults: the local stack); the receiver is one aiohttp server on
-127.0.0.1 with a path per subscription, answering 204. The dataset is open,
+127.0.0.1 with a path per subscription, answering 204, and the sender is
+notify's own (signing with each subscription's v1 key). The dataset is open,
 so the view answers from memory at no cost worth measuring. It produces the
 records first, then starts the engine, and times from the first receipt to
 the last: deliveries/s counts records received (records x subscriptions)
@@ -25,7 +26,6 @@ import uuid
 from datetime import datetime
 
 import asyncpg
-import httpx
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -37,11 +37,10 @@ from datapolis_notify.ports import (
     DatasetView,
     Decision,
     Entitled,
-    Outcome,
-    OutcomeKind,
-    WebhookEndpoint,
 )
 from datapolis_notify.settings import DeliverySettings
+from datapolis_notify.webhooks.config import WebhookSettings
+from datapolis_notify.webhooks.sender import HttpWebhookSender
 from datapolis_shared.kafka import OutgoingRecord, Producer, TopicSpec, ensure_topics
 from datapolis_shared.postgres.migrate import apply, load, service_migrations
 from datapolis_shared.settings import KafkaSettings
@@ -75,29 +74,6 @@ class OpenView:
 
     def is_current(self) -> bool:
         return True
-
-
-class PlainSender:
-    def __init__(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=15, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-        )
-
-    async def send(
-        self,
-        endpoint: WebhookEndpoint,
-        *,
-        message_id: str,
-        body: bytes,
-        content_type: str,
-        now: datetime,
-    ) -> Outcome:
-        started = time.monotonic()
-        response = await self._client.post(
-            endpoint.url, content=body, headers={"content-type": content_type}
-        )
-        kind: OutcomeKind = "delivered" if response.status_code < 300 else "retry"
-        return Outcome(kind, response.status_code, None, None, time.monotonic() - started)
 
 
 async def run(subscriptions: int, records: int, batch: int) -> None:  # noqa: PLR0915 - a script
@@ -156,6 +132,11 @@ async def run(subscriptions: int, records: int, batch: int) -> None:  # noqa: PL
                 f"http://127.0.0.1:{port}/s{i}",
                 batch,
             )
+            await pool.execute(
+                "INSERT INTO subscription_secrets (subscription_id, secret_id, scheme, secret) "
+                "VALUES ($1, 'key_1', 'v1', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw')",
+                f"sub_{i}",
+            )
         for start in range(0, records, 500):
             await producer.send_many(
                 [
@@ -170,7 +151,16 @@ async def run(subscriptions: int, records: int, batch: int) -> None:  # noqa: PL
         engine = DeliveryEngine(
             pool=pool,
             view=OpenView(dataset),
-            channels=Channels(WebhookChannel(PlainSender()), None),
+            channels=Channels(
+                WebhookChannel(
+                    HttpWebhookSender(
+                        WebhookSettings(
+                            allow_targets=["127.0.0.0/8"], max_connections_per_host=1000
+                        )
+                    )
+                ),
+                None,
+            ),
             settings=settings,
             metrics=DeliveryMetrics(registry=None),
         )

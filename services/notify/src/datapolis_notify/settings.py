@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from datapolis_notify.webhooks.config import WebhookSettings
 from datapolis_shared.settings import HttpSettings, ServiceSettings
 
 
@@ -15,11 +16,10 @@ class DeliverySettings(BaseModel):
     topic_pattern: str = r"^data\..*"
     group_id: str = "notify.delivery"
     # Seconds before each retry after a failed attempt (the first attempt is
-    # immediate); Svix's schedule: over a day. A message whose last retry
-    # fails is dead. Each delay gets up to ``retry_jitter`` of itself added.
-    retry_schedule_s: list[float] = Field(
-        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
-    )
+    # immediate); a message whose last retry fails is dead. None: the webhook
+    # schedule (``webhooks.schedule``, over a day); a list: this one, with up
+    # to ``retry_jitter`` of each delay added (development, tests).
+    retry_schedule_s: list[float] | None = None
     retry_jitter: float = Field(default=0.1, ge=0, le=1)
     # An endpoint whose every attempt failed for this long is disabled.
     disable_after_s: float = Field(default=24 * 3600.0, gt=0)
@@ -50,4 +50,5 @@ class NotifySettings(ServiceSettings):
 
     service_name: str = "notify"
     http: HttpSettings = HttpSettings(port=8004)
+    webhooks: WebhookSettings = WebhookSettings()
     delivery: DeliverySettings = DeliverySettings()

@@ -25,6 +25,7 @@ from datapolis_notify.delivery.engine import DeliveryEngine, RetryDelay
 from datapolis_notify.delivery.metrics import DeliveryMetrics
 from datapolis_notify.ports import EntitlementView, WebhookSender
 from datapolis_notify.settings import NotifySettings
+from datapolis_notify.webhooks.sender import HttpWebhookSender
 from datapolis_shared.http.worker import WorkerHttpServer
 from datapolis_shared.metrics import ServiceMetrics
 from datapolis_shared.runtime import Runtime
@@ -49,7 +50,8 @@ PartsFactory = Callable[[Runtime, NotifySettings], Awaitable[Parts]]
 
 
 async def default_parts(runtime: Runtime, settings: NotifySettings) -> Parts:
-    raise NotImplementedError("the entitlement view and webhook sender are not wired yet")
+    sender = HttpWebhookSender(settings.webhooks)
+    raise NotImplementedError(f"the entitlement view is not wired yet (sender {sender!r})")
 
 
 @dataclass

@@ -20,12 +20,14 @@ from datapolis_notify.delivery.consumer import DatasetReader
 from datapolis_notify.delivery.engine import DeliveryEngine
 from datapolis_notify.delivery.metrics import DeliveryMetrics
 from datapolis_notify.settings import DeliverySettings
+from datapolis_notify.webhooks.config import WebhookSettings
+from datapolis_notify.webhooks.sender import HttpWebhookSender
 from datapolis_shared.kafka import OutgoingRecord, Producer, TopicSpec, ensure_topics
 from datapolis_shared.postgres.migrate import apply, service_migrations
 from datapolis_shared.postgres.pool import Pool
 from datapolis_shared.settings import KafkaSettings
 from tests.integration.catalog.conftest import delete_topics
-from tests.integration.notify.delivery.standins import StandInSender, StandInView
+from tests.integration.notify.delivery.standins import StandInView
 from tests.kafka_util import eventually
 
 SETUP_WAIT_S = 30
@@ -206,6 +208,11 @@ async def scene(
 EngineFactory = Callable[..., Awaitable[DeliveryEngine]]
 
 
+def local_sender(timeout_s: float = 15.0) -> HttpWebhookSender:
+    """notify's own sender, opened to the receivers on 127.0.0.1."""
+    return HttpWebhookSender(WebhookSettings(allow_targets=["127.0.0.0/8"], timeout_s=timeout_s))
+
+
 def delivery_settings(scene: Scene, **overrides: Any) -> dict[str, Any]:
     """Short waits for tests, reading only the scene's topic."""
     return {
@@ -224,10 +231,13 @@ def delivery_settings(scene: Scene, **overrides: Any) -> dict[str, Any]:
 async def engine_for(scene: Scene) -> AsyncIterator[EngineFactory]:
     """Starts an engine (and its reader) on the scene's topic."""
     started: list[tuple[DeliveryEngine, DatasetReader]] = []
+    senders: list[HttpWebhookSender] = []
 
     async def start(*, sender_timeout_s: float = 15.0, **overrides: Any) -> DeliveryEngine:
         settings = DeliverySettings(**delivery_settings(scene, **overrides))
         reader_box: list[DatasetReader] = []
+        sender = local_sender(sender_timeout_s)
+        senders.append(sender)
 
         async def partitions(topic: str) -> int | None:
             return await reader_box[0].partitions(topic)
@@ -236,7 +246,7 @@ async def engine_for(scene: Scene) -> AsyncIterator[EngineFactory]:
             pool=scene.pool,
             view=scene.view,
             channels=Channels(
-                WebhookChannel(StandInSender(timeout_s=sender_timeout_s)),
+                WebhookChannel(sender),
                 KafkaChannel(scene.producer, scene.kafka, partitions),
             ),
             settings=settings,
@@ -254,6 +264,8 @@ async def engine_for(scene: Scene) -> AsyncIterator[EngineFactory]:
     for engine, reader in started:
         await reader.stop()
         await engine.stop()
+    for sender in senders:
+        await sender.aclose()
 
 
 async def until_picked_up(engine: DeliveryEngine, subscription_id: str) -> None:

@@ -1,13 +1,10 @@
-"""Stand-ins implementing notify's ports for the engine's tests: a view
-whose entitlements the test sets, and a plain HTTP sender."""
+"""A stand-in of the entitlement view for the engine's tests: the test sets
+what each consumer is entitled to."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
-
-import httpx
 
 from datapolis_notify.ports import (
     AccessLevel,
@@ -15,8 +12,6 @@ from datapolis_notify.ports import (
     Decision,
     Entitled,
     NotEntitled,
-    Outcome,
-    WebhookEndpoint,
 )
 
 
@@ -80,40 +75,3 @@ class StandInView:
 
     def is_current(self) -> bool:
         return self.current
-
-
-class StandInSender:
-    """POSTs the body with the message id; no signature (the real sender's
-    own tests check those)."""
-
-    def __init__(self, *, timeout_s: float = 15.0) -> None:
-        self._client = httpx.AsyncClient(timeout=timeout_s)
-
-    async def send(
-        self,
-        endpoint: WebhookEndpoint,
-        *,
-        message_id: str,
-        body: bytes,
-        content_type: str,
-        now: datetime,
-    ) -> Outcome:
-        started = time.monotonic()
-        try:
-            response = await self._client.post(
-                endpoint.url,
-                content=body,
-                headers={
-                    "content-type": content_type,
-                    "webhook-id": message_id,
-                    "webhook-timestamp": str(int(now.timestamp())),
-                },
-            )
-        except httpx.HTTPError as exc:
-            return Outcome("retry", None, None, repr(exc), time.monotonic() - started)
-        elapsed = time.monotonic() - started
-        if 200 <= response.status_code < 300:
-            return Outcome("delivered", response.status_code, None, None, elapsed)
-        if response.status_code == 410:
-            return Outcome("gone", 410, None, "410 Gone", elapsed)
-        return Outcome("retry", response.status_code, None, f"HTTP {response.status_code}", elapsed)

@@ -50,6 +50,8 @@ async def worker_process(
         "NOTIFY_DELIVERY__QUEUE_POLL_S": "0.05",
         "NOTIFY_DELIVERY__SUBSCRIPTION_REFRESH_S": "0.2",
         "NOTIFY_DELIVERY__COMMIT_INTERVAL_S": "0.2",
+        "NOTIFY_WEBHOOKS__ALLOW_TARGETS": '["127.0.0.0/8"]',
+        "NOTIFY_WEBHOOKS__TIMEOUT_S": "5",
         "STANDIN_DATASET": scene.dataset_id,
         "STANDIN_TOPIC": scene.topic,
         "PYTHONPATH": str(ROOT),

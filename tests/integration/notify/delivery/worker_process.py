@@ -9,10 +9,11 @@ import os
 import signal
 
 from datapolis_notify.settings import NotifySettings
+from datapolis_notify.webhooks.sender import HttpWebhookSender
 from datapolis_notify.worker import Parts, serve
 from datapolis_shared.logs import configure_logging
 from datapolis_shared.runtime import Runtime
-from tests.integration.notify.delivery.standins import StandInSender, StandInView
+from tests.integration.notify.delivery.standins import StandInView
 
 
 async def parts(runtime: Runtime, settings: NotifySettings) -> Parts:
@@ -27,7 +28,9 @@ async def parts(runtime: Runtime, settings: NotifySettings) -> Parts:
     async def nothing() -> None:
         return None
 
-    return Parts(view=view, sender=StandInSender(timeout_s=5), start=nothing, stop=nothing)
+    return Parts(
+        view=view, sender=HttpWebhookSender(settings.webhooks), start=nothing, stop=nothing
+    )
 
 
 async def main() -> None:

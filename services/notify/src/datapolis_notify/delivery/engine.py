@@ -58,6 +58,7 @@ from datapolis_notify.delivery.store import (
 )
 from datapolis_notify.ports import EntitlementView, NotEntitled, Outcome
 from datapolis_notify.settings import DeliverySettings
+from datapolis_notify.webhooks.schedule import next_delay
 from datapolis_shared.postgres.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -448,9 +449,13 @@ class DeliveryEngine:
         self.channels = channels
         self.settings = settings
         self.metrics = metrics
-        self.retry_delay = retry_delay or schedule_delay(
-            settings.retry_schedule_s, settings.retry_jitter
-        )
+        if retry_delay is None:
+            retry_delay = (
+                next_delay
+                if settings.retry_schedule_s is None
+                else schedule_delay(settings.retry_schedule_s, settings.retry_jitter)
+            )
+        self.retry_delay = retry_delay
         self.clock = clock
         self.outlets: dict[str, Outlet] = {}
         self._by_topic: dict[str, list[Outlet]] = {}
