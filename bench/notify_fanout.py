@@ -117,6 +117,9 @@ async def run(subscriptions: int, records: int, batch: int) -> None:  # noqa: PL
     await producer.start()
     engine: DeliveryEngine | None = None
     reader: DatasetReader | None = None
+    sender = HttpWebhookSender(
+        WebhookSettings(allow_targets=["127.0.0.0/8"], max_connections_per_host=1000)
+    )
     try:
         await pool.execute(
             "INSERT INTO datasets (dataset_id, slug, publisher_id, access_level, topic_name) "
@@ -152,13 +155,7 @@ async def run(subscriptions: int, records: int, batch: int) -> None:  # noqa: PL
             pool=pool,
             view=OpenView(dataset),
             channels=Channels(
-                WebhookChannel(
-                    HttpWebhookSender(
-                        WebhookSettings(
-                            allow_targets=["127.0.0.0/8"], max_connections_per_host=1000
-                        )
-                    )
-                ),
+                WebhookChannel(sender),
                 None,
             ),
             settings=settings,
@@ -172,6 +169,12 @@ async def run(subscriptions: int, records: int, batch: int) -> None:  # noqa: PL
         except TimeoutError:
             print(f"only {received} of {expected} deliveries within 600 s")
         elapsed = last - (first or last)
+        failed = await pool.fetch(
+            "SELECT last_error, count(*) AS n FROM deliveries WHERE attempts > 1 "
+            "OR status <> 'delivered' GROUP BY last_error ORDER BY n DESC LIMIT 3"
+        )
+        for row in failed:
+            print(f"  {row['n']} messages needed a retry: {row['last_error']}")
         print(
             f"{subscriptions} webhook subscriptions, {records} records, batches of <= {batch}: "
             f"{received} deliveries in {elapsed:.2f}s = {received / max(elapsed, 1e-9):,.0f} "
@@ -183,6 +186,7 @@ async def run(subscriptions: int, records: int, batch: int) -> None:  # noqa: PL
         if engine is not None:
             await engine.stop()
         await producer.stop()
+        await sender.aclose()
         await runner.cleanup()
         await pool.close()
         conn = await asyncpg.connect(DATABASE_URL)
