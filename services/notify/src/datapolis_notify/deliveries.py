@@ -24,10 +24,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from datapolis_notify.subscriptions import (
     WRITE_SCOPE,
+    Instant,
     InvalidCursor,
     Text,
     cursor_time,
@@ -100,8 +101,8 @@ class ReplayRange(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subscription_id: Text | None = Field(default=None, max_length=200)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
 
 
 class Replayed(BaseModel):

@@ -34,7 +34,15 @@ from urllib.parse import urlsplit
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from datapolis_notify.ports import AccessLevel, Channel
 from datapolis_shared.auth import Principal
@@ -153,6 +161,29 @@ def _storable_text(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_storable_text)]
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _date_time_text(value: Any) -> Any:
+    # Pydantic reads a number (or a numeric string, as a query parameter is)
+    # as a Unix time; the API documents RFC 3339 date-times only.
+    if _numeric(value):
+        raise ValueError("a date-time is RFC 3339 text, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_date_time_text)]
 Name = Annotated[Text, Field(min_length=1, max_length=200)]
 FilterValue = Annotated[Text, Field(max_length=1000)] | int | float | bool | None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime
 
 from datapolis_notify import deliveries
 from datapolis_notify.api import problems as p
@@ -18,15 +17,15 @@ from datapolis_notify.deliveries import (
     Replayed,
     ReplayRange,
 )
-from datapolis_notify.subscriptions import DEFAULT_PAGE
+from datapolis_notify.subscriptions import DEFAULT_PAGE, Instant
 from datapolis_shared.http.app import Caller
 from datapolis_shared.http.openapi import MISSING_SCOPE, problem_responses
 from datapolis_shared.http.strict_json import StrictJsonRoute
 
 DeliveryId = Annotated[str, Path(description="the delivery's (message's) id", max_length=200)]
 OfSubscription = Annotated[str | None, Query(max_length=200, description="one subscription's")]
-Since = Annotated[AwareDatetime | None, Query(description="from this time, included")]
-Until = Annotated[AwareDatetime | None, Query(description="to this time, excluded")]
+Since = Annotated[Instant | None, Query(description="from this time, included")]
+Until = Annotated[Instant | None, Query(description="to this time, excluded")]
 
 log_router = APIRouter(prefix="/deliveries", tags=["delivery log"], route_class=StrictJsonRoute)
 dead_router = APIRouter(prefix="/dead-letters", tags=["dead letters"], route_class=StrictJsonRoute)
