@@ -120,6 +120,12 @@ async def test_the_log_filters_and_pages_newest_first(notify: Notify) -> None:
         422,
         "invalid-cursor",
     )
+    # A date-time is RFC 3339 text, as documented, not a Unix time.
+    problem(
+        await notify.client.get("/deliveries", params={"until": "0.5"}, headers=consumer.headers),
+        422,
+        "validation-failed",
+    )
 
 
 async def test_dead_letters_are_listed_to_their_consumer_only(notify: Notify) -> None:
