@@ -589,6 +589,13 @@ SELECT secret_id, scheme, public_key, created_at, expires_at FROM subscription_s
 WHERE subscription_id = $1 AND (expires_at IS NULL OR expires_at > now())
 ORDER BY created_at, secret_id
 """
+# The current keys of a page of subscriptions, in one query.
+SELECT_KEYS_OF = """
+SELECT subscription_id, secret_id, scheme, public_key, created_at, expires_at
+FROM subscription_secrets
+WHERE subscription_id = ANY($1::text[]) AND (expires_at IS NULL OR expires_at > now())
+ORDER BY created_at, secret_id
+"""
 CURRENT_SCHEME = """
 SELECT scheme FROM subscription_secrets WHERE subscription_id = $1
 ORDER BY expires_at IS NULL DESC, created_at DESC LIMIT 1
@@ -638,7 +645,7 @@ def _from_row(row: Any, keys: Sequence[Any] = ()) -> dict[str, Any]:
         "kafka_topic": delivery_topic(row["consumer_id"], slug)
         if channel == "kafka" and slug
         else None,
-        "keys": [KeyInfo(**dict(k)) for k in keys],
+        "keys": [KeyInfo(**{name: k[name] for name in KeyInfo.model_fields}) for k in keys],
     }
 
 
@@ -779,10 +786,10 @@ async def list_page(pool: Pool, caller: Principal, *, limit: int, after: str | N
     rows = await pool.fetch(LIST_PAGE, owner, since, last_id, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    items = []
-    for row in rows:
-        keys = await pool.fetch(SELECT_KEYS, row["subscription_id"]) if row["url"] else []
-        items.append(Subscription(**_from_row(row, keys)))
+    keys: dict[str, list[Any]] = {}
+    for key in await pool.fetch(SELECT_KEYS_OF, [row["subscription_id"] for row in rows]):
+        keys.setdefault(key["subscription_id"], []).append(key)
+    items = [Subscription(**_from_row(row, keys.get(row["subscription_id"], []))) for row in rows]
     last = rows[-1] if rows else None
     cursor = (
         encode_cursor(last["created_at"].isoformat(), last["subscription_id"])
