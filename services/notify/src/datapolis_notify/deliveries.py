@@ -121,15 +121,12 @@ d.last_status, d.last_error, d.created_at, d.last_attempt_at, d.delivered_at
 """
 # $1: the caller's organisation, or NULL for the operator (every row).
 _VISIBLE = "($1::text IS NULL OR d.consumer_id = $1 OR d.publisher_id = $1)"
-# Newest first, keyset on (created_at, delivery_id).
-LIST_DELIVERIES = (
-    "SELECT"
-    + _COLUMNS
-    + "FROM deliveries d WHERE "
-    + _VISIBLE
-    + """
+# The log's filters ($3: a dataset's id or slug), newest first, keyset on
+# (created_at, delivery_id).
+_LOG_FILTERS = """
   AND ($2::text IS NULL OR d.subscription_id = $2)
-  AND ($3::text IS NULL OR d.dataset_id = $3)
+  AND ($3::text IS NULL OR d.dataset_id = $3
+       OR d.dataset_id IN (SELECT dataset_id FROM datasets WHERE slug = $3))
   AND ($4::text IS NULL OR d.status = $4)
   AND ($5::timestamptz IS NULL OR d.created_at >= $5)
   AND ($6::timestamptz IS NULL OR d.created_at < $6)
@@ -137,7 +134,7 @@ LIST_DELIVERIES = (
 ORDER BY d.created_at DESC, d.delivery_id DESC
 LIMIT $9
 """
-)
+LIST_DELIVERIES = "SELECT" + _COLUMNS + "FROM deliveries d WHERE " + _VISIBLE + _LOG_FILTERS
 SELECT_DELIVERY = "SELECT" + _COLUMNS + "FROM deliveries d WHERE d.delivery_id = $2 AND " + _VISIBLE
 # Dead letters: the consumer's own ($1), or every one for the operator (NULL).
 _DEAD = """

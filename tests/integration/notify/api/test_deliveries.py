@@ -88,6 +88,10 @@ async def test_the_log_filters_and_pages_newest_first(notify: Notify) -> None:
 
     assert await get(subscription_id=first["subscription_id"]) == [made[4], made[2], made[0]]
     assert await get(dataset=second["dataset_id"]) == [made[5], made[3], made[1]]
+    slug = await notify.pool.fetchval(
+        "SELECT slug FROM datasets WHERE dataset_id = $1", second["dataset_id"]
+    )
+    assert await get(dataset=slug) == [made[5], made[3], made[1]]
     assert await get(status="withheld") == [made[5], made[4]]
     window = {
         "since": (start + timedelta(hours=1)).isoformat(),

@@ -44,7 +44,9 @@ async def list_deliveries(
     caller: Caller,
     pool: PoolDep,
     subscription_id: OfSubscription = None,
-    dataset: Annotated[str | None, Query(max_length=200, description="a dataset's id")] = None,
+    dataset: Annotated[
+        str | None, Query(max_length=200, description="a dataset's id or slug")
+    ] = None,
     status: DeliveryStatus | None = None,
     since: Since = None,
     until: Until = None,
