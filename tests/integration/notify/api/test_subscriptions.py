@@ -294,6 +294,16 @@ async def test_rotation_keeps_the_old_key_signing_until_the_overlap_ends(notify:
     assert expiries[new["secret_id"]] > before + timedelta(hours=23)
     assert expiries[third["secret_id"]] is None
 
+    # A rotation may change the scheme: the new key is Ed25519, its public half shown.
+    switched = await notify.client.post(
+        f"/subscriptions/{sid}/secrets/rotate",
+        json={"signature_scheme": "v1a"},
+        headers=consumer.headers,
+    )
+    assert switched.json()["scheme"] == "v1a"
+    assert switched.json()["public_key"].startswith("whpk_")
+    assert switched.json()["secret"] is None
+
     sse = await _subscribe(notify, consumer, dataset=slug, channel="sse")
     refused = await notify.client.post(
         f"/subscriptions/{sse['subscription_id']}/secrets/rotate", headers=consumer.headers
