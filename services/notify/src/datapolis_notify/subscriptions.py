@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import base64
 import re
-import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import orjson
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -45,6 +41,8 @@ from pydantic import (
 )
 
 from datapolis_notify.ports import AccessLevel, Channel
+from datapolis_notify.webhooks.signing import new_v1_secret, new_v1a_key_pair
+from datapolis_notify.webhooks.targets import TargetPolicy, TargetRefused, check_url
 from datapolis_shared.auth import Principal
 from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from datapolis_shared.postgres.pool import Connection, Pool
@@ -464,26 +462,20 @@ def check_fields(
 # -- webhook targets -----------------------------------------------------------
 
 
-async def check_webhook_url(url: str) -> None:
-    """Refuse a URL that cannot be a webhook target.
-
-    Syntax only for now (http or https, a host, no credentials): the target
-    guard that refuses loopback, private, link-local and metadata addresses
-    (also after a redirect or a DNS change) is applied again by the sender at
-    every attempt, and is to replace this check here too."""
+def check_webhook_url(url: str, targets: TargetPolicy) -> None:
+    """Refuse a URL notify will not call: not http(s), credentials in it,
+    plain http, a loopback, private, link-local or metadata address (unless
+    ``targets`` allows it). ``reason`` says which. What a name resolves to is
+    vetted again by the sender at every connection."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        # A URL has none (RFC 3986); the client would fail at every attempt.
+        raise InvalidWebhookUrl("a URL holds no spaces or control characters", reason="invalid-url")
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidWebhookUrl(f"not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise InvalidWebhookUrl("a webhook URL is http or https")
-    if not parts.hostname:
-        raise InvalidWebhookUrl("a webhook URL names a host")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidWebhookUrl("a webhook URL carries no credentials: requests are signed")
-    if port == 0 or any(c.isspace() for c in url):
-        raise InvalidWebhookUrl("not a usable URL")
+        check_url(url, targets)
+    except TargetRefused as refused:
+        raise InvalidWebhookUrl(
+            f"notify will not call this URL: {refused.detail}", reason=refused.reason
+        ) from None
 
 
 # -- keys ------------------------------------------------------------------------
@@ -503,26 +495,12 @@ class GeneratedKey:
 
 
 def generate_key(scheme: SignatureScheme) -> GeneratedKey:
-    """A Standard Webhooks key: 32 random bytes, base64, prefixed."""
+    """A Standard Webhooks key, as the webhook signer reads it."""
     secret_id = f"key_{uuid.uuid4().hex}"
     if scheme == "v1":
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        return GeneratedKey(secret_id, "v1", secret, None)
-    private = Ed25519PrivateKey.generate()
-    seed = private.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
-    public = private.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return GeneratedKey(
-        secret_id,
-        "v1a",
-        "whsk_" + base64.b64encode(seed).decode(),
-        "whpk_" + base64.b64encode(public).decode(),
-    )
+        return GeneratedKey(secret_id, "v1", new_v1_secret(), None)
+    private, public = new_v1a_key_pair()
+    return GeneratedKey(secret_id, "v1a", private, public)
 
 
 # -- Kafka channel -------------------------------------------------------------
@@ -681,7 +659,9 @@ async def _lock_own(conn: Connection, caller: Principal, subscription_id: str) -
 # -- operations ----------------------------------------------------------------
 
 
-async def create(pool: Pool, caller: Principal, body: NewSubscription) -> CreatedSubscription:
+async def create(
+    pool: Pool, caller: Principal, body: NewSubscription, *, targets: TargetPolicy
+) -> CreatedSubscription:
     caller.require(WRITE_SCOPE)
     _check_channel(body.channel, body.url, body.signature_scheme)
     if body.dataset is None:
@@ -698,7 +678,7 @@ async def create(pool: Pool, caller: Principal, body: NewSubscription) -> Create
         if not body.notifications and not body.themes:
             raise NothingToDeliver("without a dataset, name notifications or themes to receive")
     if body.url is not None:
-        await check_webhook_url(body.url)
+        check_webhook_url(body.url, targets)
     subscription_id = str(uuid.uuid4())
     key = generate_key(body.signature_scheme or "v1") if body.channel == "webhook" else None
     async with pool.acquire() as conn, conn.transaction():
@@ -800,7 +780,12 @@ async def list_page(pool: Pool, caller: Principal, *, limit: int, after: str | N
 
 
 async def update(
-    pool: Pool, caller: Principal, subscription_id: str, change: SubscriptionChange
+    pool: Pool,
+    caller: Principal,
+    subscription_id: str,
+    change: SubscriptionChange,
+    *,
+    targets: TargetPolicy,
 ) -> Subscription:
     caller.require(WRITE_SCOPE)
     given = change.model_fields_set
@@ -811,7 +796,7 @@ async def update(
             if current["channel"] != "webhook":
                 raise WebhookOnly("url applies to the webhook channel only")
             assert change.url is not None
-            await check_webhook_url(change.url)
+            check_webhook_url(change.url, targets)
         fields = _unique(change.fields) if change.fields is not None else None
         fields = fields if "fields" in given else current["fields"]
         filter = change.filter if change.filter is not None else current["filter"]

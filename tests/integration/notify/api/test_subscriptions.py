@@ -166,12 +166,20 @@ async def test_every_refusal_has_its_own_code(notify: Notify) -> None:
         422,
         "filter-field-not-granted",
     )
-    for url in ("ftp://partner.example/x", "https://user:pw@partner.example/x", "not a url"):
-        problem(
+    for url, reason in (
+        ("ftp://partner.example/x", "scheme-not-allowed"),
+        ("https://user:pw@partner.example/x", "userinfo-not-allowed"),
+        ("http://partner.example/x", "https-required"),
+        ("https://127.0.0.1:8080/x", "loopback"),
+        ("https://192.168.1.10/x", "private"),
+        ("https://169.254.169.254/latest/meta-data", "metadata"),
+    ):
+        refused = problem(
             await post(consumer, dataset=shared, channel="webhook", url=url),
             422,
             "invalid-webhook-url",
         )
+        assert refused["reason"] == reason
     problem(await post(consumer, dataset=shared, channel="webhook"), 422, "url-required")
     problem(await post(consumer, dataset=shared, channel="sse", url=HOOK), 422, "webhook-only")
     problem(

@@ -18,6 +18,7 @@ from datapolis_notify.subscriptions import (
     encode_cursor,
     generate_key,
 )
+from datapolis_notify.webhooks.targets import TargetPolicy
 
 
 def test_the_kafka_topic_is_deliver_consumer_slug_with_only_legal_characters() -> None:
@@ -37,13 +38,20 @@ def test_the_kafka_topic_is_deliver_consumer_slug_with_only_legal_characters() -
         "javascript:alert(1)",
     ],
 )
-async def test_urls_that_cannot_be_webhook_targets_are_refused(url: str) -> None:
+def test_urls_that_cannot_be_webhook_targets_are_refused(url: str) -> None:
     with pytest.raises(InvalidWebhookUrl):
-        await check_webhook_url(url)
+        check_webhook_url(url, TargetPolicy())
 
 
-async def test_a_plain_https_url_is_accepted() -> None:
-    await check_webhook_url("https://partner.example:8443/hooks/datapolis?tenant=1")
+def test_private_targets_are_refused_with_their_reason_unless_allowed() -> None:
+    with pytest.raises(InvalidWebhookUrl) as refused:
+        check_webhook_url("https://10.1.2.3/hook", TargetPolicy())
+    assert refused.value.extra["reason"] == "private"
+    check_webhook_url("http://10.1.2.3/hook", TargetPolicy.from_entries(["10.0.0.0/8"]))
+
+
+def test_a_plain_https_url_is_accepted() -> None:
+    check_webhook_url("https://partner.example:8443/hooks/datapolis?tenant=1", TargetPolicy())
 
 
 def test_v1_keys_are_32_random_bytes_that_sign_hmac_sha256() -> None:

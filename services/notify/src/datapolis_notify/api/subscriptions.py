@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from datapolis_notify import subscriptions
 from datapolis_notify.api import problems as p
@@ -21,6 +21,8 @@ from datapolis_notify.subscriptions import (
     SubscriptionChange,
     TestQueued,
 )
+from datapolis_notify.webhooks.config import WebhookSettings
+from datapolis_notify.webhooks.targets import TargetPolicy
 from datapolis_shared.http.app import Caller, RuntimeDep
 from datapolis_shared.http.openapi import MISSING_SCOPE, problem_responses
 from datapolis_shared.http.strict_json import StrictJsonRoute
@@ -45,6 +47,20 @@ async def get_pool(runtime: RuntimeDep) -> Pool:
 
 
 PoolDep = Annotated[Pool, Depends(get_pool)]
+
+
+async def get_targets(request: Request) -> TargetPolicy:
+    """The webhook target allow-list (``NOTIFY_WEBHOOKS__ALLOW_TARGETS``),
+    parsed once."""
+    policy: TargetPolicy | None = getattr(request.app.state, "target_policy", None)
+    if policy is None:
+        webhooks = getattr(request.app.state.settings, "webhooks", None) or WebhookSettings()
+        policy = TargetPolicy.from_entries(webhooks.allow_targets)
+        request.app.state.target_policy = policy
+    return policy
+
+
+TargetsDep = Annotated[TargetPolicy, Depends(get_targets)]
 
 _ONE = (MISSING_SCOPE, p.SUBSCRIPTION_NOT_FOUND)
 
@@ -77,9 +93,9 @@ _ONE = (MISSING_SCOPE, p.SUBSCRIPTION_NOT_FOUND)
     ),
 )
 async def create_subscription(
-    body: NewSubscription, caller: Caller, pool: PoolDep, response: Response
+    body: NewSubscription, caller: Caller, pool: PoolDep, targets: TargetsDep, response: Response
 ) -> CreatedSubscription:
-    created = await subscriptions.create(pool, caller, body)
+    created = await subscriptions.create(pool, caller, body, targets=targets)
     response.headers["Location"] = f"/subscriptions/{created.subscription_id}"
     return created
 
@@ -130,9 +146,13 @@ async def get_subscription(
     ),
 )
 async def update_subscription(
-    subscription_id: SubscriptionId, body: SubscriptionChange, caller: Caller, pool: PoolDep
+    subscription_id: SubscriptionId,
+    body: SubscriptionChange,
+    caller: Caller,
+    pool: PoolDep,
+    targets: TargetsDep,
 ) -> Subscription:
-    return await subscriptions.update(pool, caller, subscription_id, body)
+    return await subscriptions.update(pool, caller, subscription_id, body, targets=targets)
 
 
 @router.delete(
