@@ -31,6 +31,8 @@ from tests.integration.notify.delivery.standins import StandInView
 from tests.kafka_util import eventually
 
 SETUP_WAIT_S = 30
+# Every test subscription's v1 signing secret.
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 @pytest.fixture
@@ -45,6 +47,8 @@ class Hit:
     message_id: str
     body: Any
     at: float
+    raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +95,8 @@ async def receiver() -> AsyncIterator[Receiver]:
                     request.headers.get("webhook-id", ""),
                     json.loads(body),
                     asyncio.get_running_loop().time(),
+                    body,
+                    dict(request.headers),
                 )
             )
         return web.Response(status=status)
@@ -149,8 +155,9 @@ class Scene:
         )
         await self.pool.execute(
             "INSERT INTO subscription_secrets (subscription_id, secret_id, scheme, secret) "
-            "VALUES ($1, 'key_1', 'v1', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw')",
+            "VALUES ($1, 'key_1', 'v1', $2)",
             subscription_id,
+            SECRET,
         )
         return subscription_id
 

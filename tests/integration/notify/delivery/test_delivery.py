@@ -7,8 +7,10 @@ import json
 from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer
+from standardwebhooks import Webhook
 
 from tests.integration.notify.delivery.conftest import (
+    SECRET,
     SETUP_WAIT_S,
     EngineFactory,
     Receiver,
@@ -55,6 +57,10 @@ async def test_a_webhook_receives_the_filtered_projected_records_and_the_log_say
         return sum(int(r["record_count"]) for r in rows if r["status"] == "delivered") == 2
 
     await eventually(logged, timeout_s=SETUP_WAIT_S)
+    # Signed as Standard Webhooks' reference verifier expects.
+    for hit in receiver.on("hook"):
+        Webhook(SECRET).verify(hit.raw, hit.headers)
+        assert hit.headers["Content-Type"] == "application/cloudevents-batch+json"
     rows = await scene.delivery(sub)
     assert {r["delivery_id"] for r in rows} == {h.message_id for h in receiver.on("hook")}
     for row in rows:
