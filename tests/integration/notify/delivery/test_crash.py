@@ -10,9 +10,10 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.notify.delivery.conftest import (
@@ -26,6 +27,12 @@ from tests.kafka_util import eventually
 ROOT = Path(__file__).resolve().parents[4]
 
 
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -35,7 +42,7 @@ def free_port() -> int:
 @pytest.fixture
 async def worker_process(
     scene: Scene, database_url: str, schema: str
-) -> AsyncIterator[Callable[[], subprocess.Popen[bytes]]]:
+) -> AsyncIterator[Callable[[], WorkerProcess]]:
     settings = delivery_settings(scene)
     env = {
         **os.environ,
@@ -56,28 +63,29 @@ async def worker_process(
         "STANDIN_TOPIC": scene.topic,
         "PYTHONPATH": str(ROOT),
     }
-    processes: list[subprocess.Popen[bytes]] = []
+    processes: list[WorkerProcess] = []
 
-    def start() -> subprocess.Popen[bytes]:
+    def start() -> WorkerProcess:
+        port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.notify.delivery.worker_process"],
-            env={**env, "NOTIFY_WORKER_HTTP__PORT": str(free_port())},
+            env={**env, "NOTIFY_WORKER_HTTP__PORT": str(port)},
             cwd=ROOT,
         )
-        processes.append(process)
-        return process
+        processes.append(WorkerProcess(process, port))
+        return processes[-1]
 
     yield start
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+    for worker in processes:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGKILL)
+            worker.process.wait()
 
 
 async def test_a_worker_killed_mid_stream_loses_no_delivery(
     scene: Scene,
     receiver: Receiver,
-    worker_process: Callable[[], subprocess.Popen[bytes]],
+    worker_process: Callable[[], WorkerProcess],
 ) -> None:
     scene.view.datasets[scene.dataset_id] = replace(
         scene.view.datasets[scene.dataset_id], access_level="open"
@@ -90,8 +98,8 @@ async def test_a_worker_killed_mid_stream_loses_no_delivery(
     total = 400
     await scene.produce([(f"k{i % 20}", {"n": i}) for i in range(total)])
     await eventually(lambda: len(receiver.hits) >= 60, timeout_s=SETUP_WAIT_S)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
     received_before_kill = len(receiver.hits)
     assert received_before_kill < total, "the kill came too late to test anything"
 
@@ -116,3 +124,40 @@ async def test_a_worker_killed_mid_stream_loses_no_delivery(
             seen.add(n)
             firsts.setdefault(event["subject"], []).append(n)
     assert all(values == sorted(values) for values in firsts.values())
+
+
+async def test_the_worker_answers_its_probes_and_counts_its_deliveries(
+    scene: Scene,
+    receiver: Receiver,
+    worker_process: Callable[[], WorkerProcess],
+) -> None:
+    scene.view.datasets[scene.dataset_id] = replace(
+        scene.view.datasets[scene.dataset_id], access_level="open"
+    )
+    await scene.subscribe(url=receiver.url("hook"))
+    worker = worker_process()
+    base = f"http://127.0.0.1:{worker.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+
+        async def ready() -> bool:
+            try:
+                return (await client.get("/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ready, timeout_s=SETUP_WAIT_S)
+        assert (await client.get("/healthz")).status_code == 200
+        await scene.produce([("k1", {"n": 1})])
+        await eventually(lambda: len(receiver.records("hook")) == 1, timeout_s=SETUP_WAIT_S)
+
+        async def counted() -> bool:
+            text = (await client.get("/metrics")).text
+            return (
+                'datapolis_notify_deliveries_total{channel="webhook",outcome="delivered"} 1.0'
+                in text
+            )
+
+        await eventually(counted, timeout_s=SETUP_WAIT_S)
+        text = (await client.get("/metrics")).text
+        assert "datapolis_notify_record_to_delivery_seconds_count" in text
+        assert 'datapolis_notify_queue_depth{state="dead"}' in text
