@@ -9,6 +9,7 @@ from dataclasses import replace
 from aiokafka import AIOKafkaConsumer
 from standardwebhooks import Webhook
 
+from datapolis_notify.subscriptions import INSERT_TEST_DELIVERY, QUEUE_NOW
 from tests.integration.notify.delivery.conftest import (
     SECRET,
     SETUP_WAIT_S,
@@ -154,3 +155,36 @@ async def test_the_kafka_channel_writes_the_projected_records_keyed_to_the_consu
     from tests.integration.catalog.conftest import delete_topics
 
     await delete_topics(scene.kafka.bootstrap_servers, [topic])
+
+
+async def test_a_queued_notification_is_sent_as_one_signed_cloud_event(
+    scene: Scene, engine_for: EngineFactory, receiver: Receiver
+) -> None:
+    engine = await engine_for()
+    sub = await scene.subscribe(url=receiver.url("hook"), dataset=False)
+    await until_picked_up(engine, sub)
+    event = {
+        "specversion": "1.0",
+        "id": "msg_test1",
+        "source": "/notify",
+        "type": "org.datapolis.notify.test.v1",
+        "data": {"subscription_id": sub},
+    }
+    # As the API queues a test notification.
+    await scene.pool.execute(
+        INSERT_TEST_DELIVERY, "msg_test1", sub, "org-consumer", "webhook", event["type"]
+    )
+    await scene.pool.execute(QUEUE_NOW, "msg_test1", sub, json.dumps(event))
+    await eventually(lambda: len(receiver.on("hook")) == 1, timeout_s=SETUP_WAIT_S)
+    [hit] = receiver.on("hook")
+    assert hit.body == event
+    assert hit.message_id == "msg_test1"
+    assert hit.headers["Content-Type"] == "application/cloudevents+json"
+    Webhook(SECRET).verify(hit.raw, hit.headers)
+
+    async def logged() -> bool:
+        [row] = await scene.delivery(sub)
+        return bool(row["status"] == "delivered")
+
+    await eventually(logged, timeout_s=SETUP_WAIT_S)
+    assert not await scene.queue(sub)
