@@ -11,12 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from datapolis_notify.ports import AccessLevel, DatasetView
 
 AgreementStatus = Literal["requested", "granted", "refused", "revoked", "terminated", "expired"]
 ConsentStatus = Literal["granted", "withdrawn", "expired"]
+
+
+class Row(Protocol):
+    """A database row (asyncpg's Record) or any mapping."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,7 @@ class Snapshot:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
-def dataset_from_row(row: Mapping[str, Any]) -> DatasetState:
+def dataset_from_row(row: Row) -> DatasetState:
     access_level: AccessLevel = row["access_level"]
     return DatasetState(
         view=DatasetView(
@@ -105,7 +111,7 @@ def dataset_from_row(row: Mapping[str, Any]) -> DatasetState:
     )
 
 
-def agreement_from_row(row: Mapping[str, Any]) -> AgreementState:
+def agreement_from_row(row: Row) -> AgreementState:
     return AgreementState(
         agreement_id=row["agreement_id"],
         dataset_id=row["dataset_id"],
@@ -120,7 +126,7 @@ def agreement_from_row(row: Mapping[str, Any]) -> AgreementState:
     )
 
 
-def consent_from_row(row: Mapping[str, Any]) -> ConsentState:
+def consent_from_row(row: Row) -> ConsentState:
     return ConsentState(
         consent_id=row["consent_id"],
         dataset_id=row["dataset_id"],
