@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from datapolis_notify.entitlements.feed import EntitlementFeed
+from datapolis_notify.entitlements.feed import EntitlementFeed, start_entitlements
 from datapolis_notify.entitlements.projection import start_entitlement_projection
 from datapolis_notify.entitlements.settings import EntitlementSettings
 from datapolis_notify.entitlements.view import Entitlements
@@ -60,6 +60,8 @@ async def notify_pool(database_url: str, notify_schema: str) -> AsyncIterator[Po
 class Notify:
     settings: NotifySettings
     runtime: Runtime
+    # The worker's own view, fed as every notify process feeds it.
+    feed: EntitlementFeed
 
 
 NotifyFactory = Callable[..., Awaitable[Notify]]
@@ -72,6 +74,7 @@ async def start_notify_projection(
     """Runs the projection as the notify worker does, on notify's schema,
     reading catalog's events from ``catalog_topic``."""
     runtimes: list[Runtime] = []
+    feeds: list[EntitlementFeed] = []
 
     async def start(catalog_events_topic: str, **overrides: Any) -> Notify:
         settings = NotifySettings(
@@ -89,13 +92,16 @@ async def start_notify_projection(
 
         async def on_connected(runtime: Runtime) -> None:
             start_entitlement_projection(runtime, settings.entitlements)
+            feeds.append(await start_entitlements(runtime, settings.entitlements))
 
         runtimes.append(runtime)
         await runtime.start(on_connected, sync_keys=False, relay=False)
         await eventually(runtime.connected.is_set, timeout_s=SETUP_WAIT_S)
-        return Notify(settings, runtime)
+        return Notify(settings, runtime, feeds[-1])
 
     yield start
+    for feed in feeds:
+        await feed.stop()
     for runtime in runtimes:
         await runtime.stop()
 

@@ -152,13 +152,32 @@ async def test_grants_are_entitled_and_refused_within_1s_of_a_withdraw_or_revoke
     assert dataset.fields == {"meter_id", "kwh", "household", "address"}
 
     # A view started later from the snapshot and its offsets decides alike.
-    later = await start_feed(
-        kafka_settings, settings, pool=notify_pool, metrics=ServiceMetrics("notify")
-    )
+    inside_period = datetime.now(UTC) + timedelta(minutes=1)
+    metrics = ServiceMetrics("notify")
+    later = await start_feed(kafka_settings, settings, pool=notify_pool, metrics=metrics)
     # Loaded before it read anything from Kafka.
     assert later.view.agreement(personal.agreement_id) is not None
     await eventually(later.view.is_current, timeout_s=SETUP_WAIT_S, interval_s=0.01)
-    inside_period = datetime.now(UTC) + timedelta(minutes=1)
+    # The worker's own view agrees, and says so on /readyz and /metrics.
+    assert notify.feed.view.decide(
+        dataset_id=personal.dataset,
+        consumer_id=consumer,
+        purpose=PURPOSE,
+        subject_id=kept,
+        now=inside_period,
+    ) == NotEntitled("no-active-agreement")
+    readiness = await notify.runtime.readiness()
+    assert readiness.checks["entitlements"] == "ok", readiness
+    assert readiness.checks["consumer:entitlements"] == "ok", readiness
+    assert (
+        notify.runtime.metrics.registry.get_sample_value(
+            "datapolis_entitlement_events_applied_total"
+        )
+        or 0
+    ) >= 2 * CYCLES
+    behind = metrics.registry.get_sample_value("datapolis_entitlements_seconds_since_caught_up")
+    assert behind is not None
+    assert behind <= settings.staleness_s
     for subject in [*subjects, kept]:
         assert later.view.decide(
             dataset_id=personal.dataset,

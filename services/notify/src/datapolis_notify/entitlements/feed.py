@@ -43,6 +43,7 @@ from datapolis_shared.kafka.options import client_options, describe
 from datapolis_shared.metrics import ServiceMetrics
 from datapolis_shared.postgres.pool import Pool
 from datapolis_shared.retry import Backoff, keep_running
+from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,20 @@ class EntitlementFeed:
         self.skipped = 0
 
     async def start(self) -> None:
-        """Load the snapshot (PostgreSQL must answer), then follow Kafka in
-        the background. The view is not current until the feed caught up."""
-        if self._pool is not None and not self._loaded:
+        """Load the snapshot, then follow Kafka in the background. When
+        PostgreSQL does not answer yet (or notify's tables are missing), the
+        background task loads it as soon as it can; the view is not current
+        until the feed caught up, so it refuses non-open deliveries until then."""
+        try:
+            await self._load()
+        except Exception as exc:
+            log.warning("entitlements: cannot load the snapshot yet, retrying: %r", exc)
+        self._task = asyncio.create_task(self._run(), name="entitlement-feed")
+
+    async def _load(self) -> None:
+        if self._loaded:
+            return
+        if self._pool is not None:
             snapshot = await load_snapshot(self._pool, self._topics)
             self.view.restore(snapshot)
             self._positions = {
@@ -110,7 +122,6 @@ class EntitlementFeed:
                 len(snapshot.consents),
             )
         self._loaded = True
-        self._task = asyncio.create_task(self._run(), name="entitlement-feed")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -158,6 +169,7 @@ class EntitlementFeed:
         return partitions
 
     async def _follow_until_failure(self) -> None:
+        await self._load()
         partitions = await self._partitions()
         consumer = AIOKafkaConsumer(
             **client_options(self._kafka),
@@ -232,15 +244,19 @@ class EntitlementFeed:
             self._metrics.applied.inc()
 
 
-async def start_feed(
-    view: Entitlements,
-    kafka: KafkaSettings,
-    settings: EntitlementSettings,
-    *,
-    pool: Pool | None,
-    metrics: ServiceMetrics | None = None,
+async def start_entitlements(
+    runtime: Runtime, settings: EntitlementSettings, *, readiness: bool = True
 ) -> EntitlementFeed:
-    """Build and start a feed (see :class:`EntitlementFeed`)."""
-    feed = EntitlementFeed(view, kafka, settings, pool=pool, metrics=metrics)
+    """A process's entitlement view (``feed.view``) and its running feed,
+    from the runtime's Kafka settings, pool and metrics: call it once
+    connected. ``readiness``: ``/readyz`` reports ``entitlements`` not ready
+    while the view is not current (the worker's choice; an API whose other
+    routes should stay up passes False)."""
+    view = Entitlements(staleness_s=settings.staleness_s)
+    feed = EntitlementFeed(
+        view, runtime.settings.kafka, settings, pool=runtime.pool, metrics=runtime.metrics
+    )
+    if readiness:
+        runtime.checks["entitlements"] = feed.problem
     await feed.start()
     return feed
