@@ -9,13 +9,17 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from datapolis_notify.entitlements.projection import load_snapshot
 from datapolis_notify.entitlements.settings import EntitlementSettings
 from datapolis_notify.ports import Decision, Entitled, NotEntitled
 from datapolis_shared.events.catalog import DatasetRegistered
+from datapolis_shared.events.cloudevents import to_structured
 from datapolis_shared.events.consent import AgreementGranted
 from datapolis_shared.kafka import Producer, control_topic_specs, ensure_topics
 from datapolis_shared.metrics import ServiceMetrics
@@ -258,3 +262,38 @@ async def test_with_the_broker_down_the_view_is_not_current_and_refuses_all_but_
     await private_kafka.start()
     await eventually(feed.view.is_current, timeout_s=SETUP_WAIT_S)
     assert decide("shared") == Entitled(agreement.agreement_id, None, frozenset({"kwh"}))
+
+
+async def test_a_partition_added_to_a_topic_is_read_too(
+    kafka_settings: KafkaSettings,
+    new_topic: Callable[..., Awaitable[str]],
+    start_feed: FeedFactory,
+) -> None:
+    topic = await new_topic("catalog-events", partitions=1)
+    feed = await start_feed(kafka_settings, EntitlementSettings(catalog_events_topic=topic))
+    await eventually(feed.view.is_current, timeout_s=SETUP_WAIT_S)
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_partitions({topic: NewPartitions(total_count=2)})
+    finally:
+        await admin.close()
+    registered = DatasetRegistered(
+        dataset_id=f"ds-{uuid.uuid4().hex[:8]}",
+        slug=f"late-{uuid.uuid4().hex[:8]}",
+        publisher_id="org-pub",
+        access_level="open",
+        topic_name=f"data.late-{uuid.uuid4().hex[:8]}",
+    )
+    value, headers = to_structured(registered.to_cloudevent())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, partition=1, headers=headers)
+    finally:
+        await producer.stop()
+    # Noticed with the consumer's metadata refresh (5 s), then read from its start.
+    await eventually(
+        lambda: feed.view.dataset(registered.dataset_id) is not None, timeout_s=SETUP_WAIT_S
+    )

@@ -177,6 +177,8 @@ class EntitlementFeed:
             enable_auto_commit=False,
             isolation_level="read_committed",
             fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
+            # How soon partitions added to the topics are noticed.
+            metadata_max_age_ms=5_000,
             client_id="datapolis-notify-entitlements",
         )
         try:
@@ -208,7 +210,8 @@ class EntitlementFeed:
     async def _probe(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
         """Tell the view it caught up at t0 when the feed has read every
         partition up to its end as Kafka gave it after t0."""
-        t0 = time.monotonic()
+        t0 = self.view.clock()
+        self._require_same_partitions(consumer, partitions)
         try:
             ends = await asyncio.wait_for(
                 consumer.end_offsets(partitions), timeout=self._settings.staleness_s
@@ -221,6 +224,17 @@ class EntitlementFeed:
             if position < ends[tp]:
                 return
         self.view.caught_up(t0)
+
+    def _require_same_partitions(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+    ) -> None:
+        """A partition added to a topic would hold changes the feed does not
+        read, while its probe still found it caught up: start over with it."""
+        for topic in self._topics:
+            known = consumer.partitions_for_topic(topic)
+            assigned = {tp.partition for tp in partitions if tp.topic == topic}
+            if known is not None and set(known) != assigned:
+                raise Unavailable(f"the partitions of {topic} changed: reassigning")
 
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:

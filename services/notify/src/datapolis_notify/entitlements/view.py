@@ -268,6 +268,10 @@ class Entitlements:
 
     # -- being current ---------------------------------------------------
 
+    def clock(self) -> float:
+        """The view's monotonic clock, that ``caught_up`` times are read on."""
+        return self._clock()
+
     def caught_up(self, at: float) -> None:
         """Every change acknowledged by Kafka before ``at`` (on ``clock``)
         is in the view."""
