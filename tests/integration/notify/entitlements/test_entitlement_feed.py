@@ -135,11 +135,12 @@ async def test_grants_are_entitled_and_refused_within_1s_of_a_withdraw_or_revoke
         status = await notify_pool.fetchval(
             "SELECT status FROM agreements WHERE agreement_id = $1", personal.agreement_id
         )
-        withdrawn = await notify_pool.fetchval(
-            "SELECT count(*) FROM consents WHERE dataset_id = $1 AND status = 'withdrawn'",
+        consents = await notify_pool.fetch(
+            "SELECT status, count(*) AS n FROM consents WHERE dataset_id = $1 GROUP BY status",
             personal.dataset,
         )
-        return bool(status == "revoked" and withdrawn == CYCLES)
+        counts = {r["status"]: r["n"] for r in consents}
+        return status == "revoked" and counts == {"withdrawn": CYCLES, "granted": 1}
 
     await eventually(projected, timeout_s=SETUP_WAIT_S)
     snapshot = await load_snapshot(notify_pool, settings.topics)
