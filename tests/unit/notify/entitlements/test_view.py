@@ -442,3 +442,34 @@ def test_ten_thousand_consents_decide_in_constant_time() -> None:
     # Generous for a shared CI machine: a scan of 10,000 consents per
     # decision would take milliseconds.
     assert per_decision < 0.0005, per_decision
+
+
+def test_an_unreadable_change_of_a_consent_or_agreement_refuses_until_a_newer_one() -> None:
+    view, _ = _view()
+    dataset = _register(view, "personal")
+    agreement = _grant(view, dataset)
+    consent = _consent(view, dataset, agreement["agreement_id"])
+    changes: list[Change] = []
+    view.on_change(changes.append)
+    # A withdrawal in a newer version of its event, say.
+    unreadable = next(_sequence)
+    assert view.distrust({**consent, "ledger_sequence": unreadable, "reason": "new field"})
+    assert _decide(view, dataset, subject="subj-1") == NotEntitled("no-active-consent")
+    assert [(c.kind, c.event) for c in changes] == [("consent", None)]
+    # An older change never undoes it; a newer readable one decides.
+    assert not view.distrust({**consent, "ledger_sequence": unreadable - 1})
+    view.apply(
+        ConsentGranted(
+            **consent,
+            ledger_sequence=next(_sequence),
+            valid_from=NOW - timedelta(hours=1),
+            valid_until=NOW + timedelta(days=1),
+        )
+    )
+    assert isinstance(_decide(view, dataset, subject="subj-1"), Entitled)
+    # Without a ledger sequence: refused for good.
+    assert view.distrust({"agreement_id": agreement["agreement_id"]})
+    assert _decide(view, dataset, subject="subj-1") == NotEntitled("no-active-agreement")
+    assert not view.apply(
+        AgreementRevoked(**agreement, ledger_sequence=next(_sequence), reason="late")
+    )

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -48,6 +49,11 @@ from datapolis_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+# The type prefix of consent's events (agreements and consents).
+CONSENT_TYPES = "org.datapolis.consent."
+# Probes whose ends the feed has not reached yet, kept at most (older ones
+# are dropped: a later one reached proves more).
+MAX_PENDING = 32
 # Seconds a stopped feed reports as behind (the gauge must not read 0).
 NEVER = float("inf")
 
@@ -197,6 +203,10 @@ class EntitlementFeed:
     async def _follow(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
         interval = self._settings.poll_interval_s
         next_probe = 0.0
+        # Ends Kafka gave after t0, not reached yet: under a steady stream
+        # of changes the feed is rarely at the very end when it asks, but it
+        # passes each earlier answer's ends moments later.
+        pending: deque[tuple[float, dict[TopicPartition, int]]] = deque(maxlen=MAX_PENDING)
         while True:
             batches = await consumer.getmany(timeout_ms=int(interval * 1000), max_records=1000)
             for tp, records in batches.items():
@@ -205,11 +215,17 @@ class EntitlementFeed:
                 self._positions[tp] = records[-1].offset + 1
             if time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + interval
-                await self._probe(consumer, partitions)
+                probed = await self._probe(consumer, partitions)
+                if probed is not None:
+                    pending.append(probed)
+            await self._settle(consumer, partitions, pending)
 
-    async def _probe(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
-        """Tell the view it caught up at t0 when the feed has read every
-        partition up to its end as Kafka gave it after t0."""
+    async def _probe(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+    ) -> tuple[float, dict[TopicPartition, int]] | None:
+        """The time t0 and the ends of every partition as Kafka gave them
+        after t0, or None when Kafka did not answer in time (the view then
+        ages out of being current)."""
         t0 = self.view.clock()
         self._require_same_partitions(consumer, partitions)
         try:
@@ -217,13 +233,29 @@ class EntitlementFeed:
                 consumer.end_offsets(partitions), timeout=self._settings.staleness_s
             )
         except TimeoutError:
-            return  # Kafka slow or away: the view ages out of being current
-        for tp in partitions:
+            return None
+        return t0, ends
+
+    async def _settle(
+        self,
+        consumer: AIOKafkaConsumer,
+        partitions: list[TopicPartition],
+        pending: deque[tuple[float, dict[TopicPartition, int]]],
+    ) -> None:
+        """Tell the view it caught up at the latest t0 whose ends the feed
+        has read up to (every change acknowledged before t0 is applied)."""
+        if not pending:
+            return
+        positions = {
             # The consumer's position moves past transaction markers too.
-            position = max(self._positions.get(tp, 0), await consumer.position(tp))
-            if position < ends[tp]:
-                return
-        self.view.caught_up(t0)
+            tp: max(self._positions.get(tp, 0), await consumer.position(tp))
+            for tp in partitions
+        }
+        reached: float | None = None
+        while pending and all(positions[tp] >= end for tp, end in pending[0][1].items()):
+            reached = pending.popleft()[0]
+        if reached is not None:
+            self.view.caught_up(reached)
 
     def _require_same_partitions(
         self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
@@ -239,23 +271,34 @@ class EntitlementFeed:
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
             envelope = from_structured(record.value or b"")
-            if envelope.type not in APPLIED_EVENT_TYPES:
-                return
+        except InvalidInput as exc:
+            self._skip(record, exc)
+            return
+        if envelope.type not in APPLIED_EVENT_TYPES and not envelope.type.startswith(CONSENT_TYPES):
+            return
+        try:
             event = parse_event(envelope)
         except InvalidInput as exc:
-            # Not ours to park: the projection's consumer sends it to the
-            # dead letters. The view can only go on without it.
-            self.skipped += 1
-            log.warning(
-                "entitlements: skipping %s/%d@%d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc,
-            )
+            self._skip(record, exc)
+            # An agreement's or consent's change it cannot read may be an
+            # end: refuse what it is about rather than go on delivering.
+            if envelope.type.startswith(CONSENT_TYPES) and isinstance(envelope.data, dict):
+                self.view.distrust(envelope.data)
             return
         if self.view.apply(event) and self._metrics is not None:
             self._metrics.applied.inc()
+
+    def _skip(self, record: ConsumerRecord[bytes, bytes], exc: InvalidInput) -> None:
+        # Not ours to park: the projection's consumer sends it to the dead
+        # letters. The view can only go on without it.
+        self.skipped += 1
+        log.warning(
+            "entitlements: skipping %s/%d@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc,
+        )
 
 
 async def start_entitlements(

@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from datapolis_notify.entitlements.state import (
     AgreementState,
@@ -78,6 +78,9 @@ from datapolis_shared.events.consent import (
 log = logging.getLogger(__name__)
 
 DEFAULT_STALENESS_S = 0.5
+# The sequence of an unreadable change that does not say its own: nothing
+# replaces it (the process must restart from newer state).
+UNREADABLE_SEQUENCE = 2**63 - 1
 
 ChangeKind = Literal["dataset", "agreement", "consent"]
 State = DatasetState | AgreementState | ConsentState
@@ -85,10 +88,12 @@ State = DatasetState | AgreementState | ConsentState
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One event that changed the view: the state before (None: new) and after."""
+    """One event that changed the view: the state before (None: new) and
+    after. ``event`` is None for a change that could not be read (see
+    ``Entitlements.distrust``)."""
 
     kind: ChangeKind
-    event: Event
+    event: Event | None
     before: State | None
     after: State
 
@@ -424,13 +429,16 @@ class Entitlements:
         if change is None:
             return False
         self.applied += 1
+        self._notify(change)
+        return True
+
+    def _notify(self, change: Change) -> None:
         for listener in list(self._listeners):
             try:
                 listener(change)
             except Exception:
                 # A listener's bug must not stop the view from following.
-                log.exception("entitlement change listener failed on %s", event.type)
-        return True
+                log.exception("entitlement change listener failed on a %s change", change.kind)
 
     def _apply(self, event: Event) -> Change | None:
         if isinstance(event, _CATALOG_EVENTS):
@@ -452,6 +460,34 @@ class Entitlements:
                 self.put_agreement(after_a)
                 return Change("agreement", event, before_a, after_a)
         return None
+
+    def distrust(self, data: Mapping[str, Any]) -> bool:
+        """A change of an agreement or consent that could not be read (a
+        newer version of its event, say): unknown state means no delivery,
+        so the agreement is taken as terminated, the consent as expired,
+        until a readable change newer than it arrives. ``data`` is the
+        event's raw data; True when the view changed."""
+        sequence = data.get("ledger_sequence")
+        if not isinstance(sequence, int):
+            sequence = UNREADABLE_SEQUENCE
+        consent_id, agreement_id = data.get("consent_id"), data.get("agreement_id")
+        if isinstance(consent_id, str):
+            before_c = self._consents.get(consent_id)
+            if before_c is None or before_c.ledger_sequence >= sequence:
+                return False
+            after_c = replace(before_c, status="expired", ledger_sequence=sequence)
+            self.put_consent(after_c)
+            self._notify(Change("consent", None, before_c, after_c))
+            return True
+        if isinstance(agreement_id, str):
+            before_a = self._agreements.get(agreement_id)
+            if before_a is None or before_a.ledger_sequence >= sequence:
+                return False
+            after_a = replace(before_a, status="terminated", ledger_sequence=sequence)
+            self.put_agreement(after_a)
+            self._notify(Change("agreement", None, before_a, after_a))
+            return True
+        return False
 
     def put_dataset(self, state: DatasetState) -> None:
         before = self._datasets.get(state.view.dataset_id)
