@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from aiokafka import ConsumerRecord
 
 from datapolis_notify.entitlements.projection import EntitlementProjection, load_snapshot
+from datapolis_shared.errors import InvalidInput
 from datapolis_shared.events.base import CONSENT_EVENTS, Event
 from datapolis_shared.events.catalog import (
     DatasetChanges,
@@ -141,3 +143,34 @@ async def test_events_apply_once_never_over_newer_state_with_their_offsets(
     )
     [dataset] = (await load_snapshot(notify_pool, (CATALOG,))).datasets
     assert dataset.view.retired
+
+
+async def test_an_unreadable_change_ends_its_consent_and_still_goes_to_the_dead_letters(
+    notify_pool: Pool,
+) -> None:
+    projection = EntitlementProjection(notify_pool)
+    consent = {
+        "consent_id": "con-2",
+        "dataset_id": "ds-2",
+        "subject_id": "subj-2",
+        "consumer_org_id": "org-con",
+        "agreement_id": "agr-2",
+        "purpose": "dpv:ScientificResearch",
+        "ledger_hash": "h",
+        "occurred_at": NOW,
+    }
+    granted = ConsentGranted(
+        **consent, ledger_sequence=3, valid_from=NOW, valid_until=NOW + timedelta(hours=1)
+    )
+    await projection.on_record(_record(granted, 0))
+    # A withdrawal in a newer shape of its event than this notify knows.
+    withdrawn = ConsentWithdrawn(**consent, ledger_sequence=4).to_cloudevent()
+    newer = withdrawn.model_copy(update={"data": {**withdrawn.data, "reason": "a new field"}})
+    value, headers = to_structured(newer)
+    record = ConsumerRecord(CONSENT_EVENTS, 0, 1, 0, 0, b"k", value, None, 0, len(value), headers)
+    with pytest.raises(InvalidInput):  # the consumer loop parks it on the dead letters
+        await projection.on_record(record)
+    snapshot = await load_snapshot(notify_pool, (CONSENT_EVENTS,))
+    [kept] = snapshot.consents
+    assert (kept.status, kept.ledger_sequence) == ("expired", 4)
+    assert snapshot.offsets == {(CONSENT_EVENTS, 0): 2}

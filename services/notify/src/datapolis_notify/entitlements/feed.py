@@ -36,7 +36,7 @@ from prometheus_client import Counter, Gauge
 
 from datapolis_notify.entitlements.projection import load_snapshot
 from datapolis_notify.entitlements.settings import EntitlementSettings
-from datapolis_notify.entitlements.view import APPLIED_EVENT_TYPES, Entitlements
+from datapolis_notify.entitlements.view import APPLIED_EVENT_TYPES, CONSENT_TYPES, Entitlements
 from datapolis_shared.errors import InvalidInput, Unavailable
 from datapolis_shared.events.base import parse_event
 from datapolis_shared.events.cloudevents import from_structured
@@ -49,8 +49,6 @@ from datapolis_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-# The type prefix of consent's events (agreements and consents).
-CONSENT_TYPES = "org.datapolis.consent."
 # Probes whose ends the feed has not reached yet, kept at most (older ones
 # are dropped: a later one reached proves more).
 MAX_PENDING = 32

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from aiokafka import ConsumerRecord
 
@@ -37,8 +38,12 @@ from datapolis_notify.entitlements.state import (
     dataset_from_row,
     top_level_fields,
 )
-from datapolis_notify.entitlements.view import APPLIED_EVENT_TYPES
-from datapolis_shared.errors import Unavailable
+from datapolis_notify.entitlements.view import (
+    APPLIED_EVENT_TYPES,
+    CONSENT_TYPES,
+    UNREADABLE_SEQUENCE,
+)
+from datapolis_shared.errors import InvalidInput, Unavailable
 from datapolis_shared.events.base import Event, parse_event
 from datapolis_shared.events.catalog import (
     DatasetRegistered,
@@ -156,6 +161,16 @@ ON CONFLICT (consent_id) DO UPDATE SET
 WHERE consents.ledger_sequence < EXCLUDED.ledger_sequence
 """
 
+# An unreadable change (see ``Entitlements.distrust``): ended until a newer one.
+DISTRUST_AGREEMENT = """
+UPDATE agreements SET status = 'terminated', ledger_sequence = $2, updated_at = now()
+WHERE agreement_id = $1 AND ledger_sequence < $2
+"""
+DISTRUST_CONSENT = """
+UPDATE consents SET status = 'expired', ledger_sequence = $2, updated_at = now()
+WHERE consent_id = $1 AND ledger_sequence < $2
+"""
+
 _AGREEMENT_ENDS: dict[type[Event], str] = {
     AgreementRefused: "refused",
     AgreementRevoked: "revoked",
@@ -174,7 +189,18 @@ class EntitlementProjection:
     async def on_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Apply one record of either topic, and move its partition's offset."""
         envelope = from_structured(record.value or b"")
-        event = parse_event(envelope) if envelope.type in APPLIED_EVENT_TYPES else None
+        event = None
+        if envelope.type in APPLIED_EVENT_TYPES or envelope.type.startswith(CONSENT_TYPES):
+            try:
+                event = parse_event(envelope)
+            except InvalidInput:
+                # An unreadable change of an agreement or consent may be an
+                # end: refuse what it is about (as every view does), then
+                # let the loop park it on the dead letters. No inbox row: a
+                # replay after an upgrade applies it for real.
+                if envelope.type.startswith(CONSENT_TYPES) and isinstance(envelope.data, dict):
+                    await self._distrust(record, envelope.data)
+                raise
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 if event is not None and await inbox.first_time(conn, CONSUMER, envelope.id):
@@ -186,6 +212,18 @@ class EntitlementProjection:
             # Asked only on failure: a healthy event costs no extra query.
             await self.require_tables()
             raise
+
+    async def _distrust(self, record: ConsumerRecord[bytes, bytes], data: dict[str, Any]) -> None:
+        sequence = data.get("ledger_sequence")
+        if not isinstance(sequence, int):
+            sequence = UNREADABLE_SEQUENCE
+        consent_id, agreement_id = data.get("consent_id"), data.get("agreement_id")
+        async with self._pool.acquire() as conn, conn.transaction():
+            if isinstance(consent_id, str):
+                await conn.execute(DISTRUST_CONSENT, consent_id, sequence)
+            elif isinstance(agreement_id, str):
+                await conn.execute(DISTRUST_AGREEMENT, agreement_id, sequence)
+            await conn.execute(ADVANCE_OFFSET, record.topic, record.partition, record.offset + 1)
 
     async def require_tables(self) -> None:
         """Raise ``Unavailable`` unless notify's tables exist (the consumer

@@ -78,6 +78,8 @@ from datapolis_shared.events.consent import (
 log = logging.getLogger(__name__)
 
 DEFAULT_STALENESS_S = 0.5
+# The type prefix of consent's events (agreements and consents).
+CONSENT_TYPES = "org.datapolis.consent."
 # The sequence of an unreadable change that does not say its own: nothing
 # replaces it (the process must restart from newer state).
 UNREADABLE_SEQUENCE = 2**63 - 1
