@@ -440,7 +440,7 @@ class Entitlements:
                 listener(change)
             except Exception:
                 # A listener's bug must not stop the view from following.
-                log.exception("entitlement change listener failed on a %s change", change.kind)
+                log.exception("entitlement change listener failed (%s change)", change.kind)
 
     def _apply(self, event: Event) -> Change | None:
         if isinstance(event, _CATALOG_EVENTS):
