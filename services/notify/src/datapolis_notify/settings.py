@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from datapolis_notify.entitlements.settings import EntitlementSettings
 from datapolis_notify.webhooks.config import WebhookSettings
 from datapolis_shared.settings import HttpSettings, ServiceSettings
 
@@ -51,4 +52,5 @@ class NotifySettings(ServiceSettings):
     service_name: str = "notify"
     http: HttpSettings = HttpSettings(port=8004)
     webhooks: WebhookSettings = WebhookSettings()
+    entitlements: EntitlementSettings = EntitlementSettings()
     delivery: DeliverySettings = DeliverySettings()

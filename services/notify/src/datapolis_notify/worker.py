@@ -23,6 +23,8 @@ from datapolis_notify.delivery.channels import Channels, KafkaChannel, WebhookCh
 from datapolis_notify.delivery.consumer import DatasetReader
 from datapolis_notify.delivery.engine import DeliveryEngine, RetryDelay
 from datapolis_notify.delivery.metrics import DeliveryMetrics
+from datapolis_notify.entitlements.feed import start_entitlements
+from datapolis_notify.entitlements.projection import start_entitlement_projection
 from datapolis_notify.ports import EntitlementView, WebhookSender
 from datapolis_notify.settings import NotifySettings
 from datapolis_notify.webhooks.sender import HttpWebhookSender
@@ -50,8 +52,22 @@ PartsFactory = Callable[[Runtime, NotifySettings], Awaitable[Parts]]
 
 
 async def default_parts(runtime: Runtime, settings: NotifySettings) -> Parts:
+    """The worker keeps notify's entitlement tables (the projection every
+    process's view starts from), follows them in memory (``/readyz`` says
+    ``entitlements`` until the view is current), and sends with the signing
+    webhook sender."""
+    start_entitlement_projection(runtime, settings.entitlements)
+    feed = await start_entitlements(runtime, settings.entitlements)
     sender = HttpWebhookSender(settings.webhooks)
-    raise NotImplementedError(f"the entitlement view is not wired yet (sender {sender!r})")
+
+    async def nothing() -> None:
+        return None
+
+    async def stop() -> None:
+        await feed.stop()
+        await sender.aclose()
+
+    return Parts(view=feed.view, sender=sender, start=nothing, stop=stop)
 
 
 @dataclass
@@ -108,6 +124,7 @@ async def serve(
         return None if built[0].view.is_current() else "the entitlement view is not current"
 
     runtime.checks["delivery"] = delivery_problem
+    # Replaced by the entitlement feed's own check once it runs.
     runtime.checks["entitlements"] = view_problem
     http = WorkerHttpServer(runtime)
     await http.start()
