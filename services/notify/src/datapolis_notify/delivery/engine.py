@@ -807,8 +807,11 @@ class DeliveryEngine:
         )
 
     async def _queue_loop(self) -> None:
+        idle_polls = 0
         while True:
-            await asyncio.sleep(self.settings.queue_poll_s)
+            # Polled less often while the queue has nothing due (up to four
+            # times the interval): the claim is a query, not a wake-up.
+            await asyncio.sleep(self.settings.queue_poll_s * min(1 + idle_polls, 4))
             busy = [sid for sid, outlet in self.outlets.items() if outlet.busy()]
             try:
                 claimed = await claim_due(
@@ -817,6 +820,7 @@ class DeliveryEngine:
             except Exception as exc:
                 log.warning("delivery: cannot read the queue: %r", exc)
                 continue
+            idle_polls = 0 if claimed else idle_polls + 1
             for message in claimed:
                 outlet = self.outlets.get(message.subscription_id)
                 if outlet is None:

@@ -289,19 +289,39 @@ async def enqueue(pool: Pool, items: Sequence[Enqueue]) -> None:
 
 # Due rows whose keys no earlier waiting row of the same subscription
 # carries (order per key), leased so no other replica claims them meanwhile.
+# Only each subscription's first ``$4`` due rows are looked at: the rows
+# queued behind a failing message of a dead endpoint (thousands, all due
+# and all blocked) would otherwise be checked one by one at every poll.
 CLAIM_DUE = """
-WITH due AS (
-    SELECT q.seq
-      FROM delivery_queue q
-     WHERE q.state = 'waiting' AND q.next_attempt_at <= now()
-       AND q.subscription_id <> ALL($3::text[])
-       AND NOT EXISTS (
+WITH subs AS (
+    SELECT DISTINCT subscription_id
+      FROM delivery_queue
+     WHERE state = 'waiting' AND next_attempt_at <= now()
+       AND subscription_id <> ALL($3::text[])
+),
+candidates AS (
+    SELECT c.seq
+      FROM subs,
+           LATERAL (
+               SELECT q.seq, q.keys
+                 FROM delivery_queue q
+                WHERE q.subscription_id = subs.subscription_id
+                  AND q.state = 'waiting' AND q.next_attempt_at <= now()
+                ORDER BY q.seq
+                LIMIT $4
+           ) c
+     WHERE NOT EXISTS (
            SELECT 1 FROM delivery_queue p
-            WHERE p.subscription_id = q.subscription_id AND p.state = 'waiting'
-              AND p.seq < q.seq AND p.keys && q.keys)
+            WHERE p.subscription_id = subs.subscription_id AND p.state = 'waiting'
+              AND p.seq < c.seq AND p.keys && c.keys)
+),
+due AS (
+    SELECT q.seq
+      FROM delivery_queue q JOIN candidates USING (seq)
+     WHERE q.state = 'waiting' AND q.next_attempt_at <= now()
      ORDER BY q.seq
      LIMIT $1
-       FOR UPDATE SKIP LOCKED
+       FOR UPDATE OF q SKIP LOCKED
 )
 UPDATE delivery_queue q
    SET next_attempt_at = now() + make_interval(secs => $2)
@@ -309,13 +329,15 @@ UPDATE delivery_queue q
  WHERE q.seq = due.seq
 RETURNING q.seq, q.delivery_id, q.subscription_id, q.keys, q.payload, q.attempt, q.created_at
 """
+# Due rows looked at per subscription and poll.
+CLAIM_WINDOW = 50
 
 
 async def claim_due(
     pool: Pool, limit: int, lease_s: float, busy: Sequence[str] = ()
 ) -> list[QueuedMessage]:
     """Due messages, except those of the ``busy`` subscriptions."""
-    rows = await pool.fetch(CLAIM_DUE, limit, lease_s, list(busy))
+    rows = await pool.fetch(CLAIM_DUE, limit, lease_s, list(busy), CLAIM_WINDOW)
     claimed = []
     for row in rows:
         payload = row["payload"]
