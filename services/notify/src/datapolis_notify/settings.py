@@ -13,9 +13,11 @@ from datapolis_shared.settings import HttpSettings, ServiceSettings
 class DeliverySettings(BaseModel):
     """The delivery worker (``NOTIFY_DELIVERY__*``)."""
 
-    # The dataset topics it reads, and its consumer group.
+    # The dataset topics it reads, and its consumer group (named as every
+    # service's groups are, datapolis-<service>-<consumer>: the KafkaUser's
+    # ACL and the consumer-lag alert cover it).
     topic_pattern: str = r"^data\..*"
-    group_id: str = "notify.delivery"
+    group_id: str = "datapolis-notify-delivery"
     # Seconds before each retry after a failed attempt (the first attempt is
     # immediate); a message whose last retry fails is dead. None: the webhook
     # schedule (``webhooks.schedule``, over a day); a list: this one, with up
