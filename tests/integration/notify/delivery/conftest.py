@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from datapolis_notify.delivery.channels import Channels, KafkaChannel, WebhookChannel
 from datapolis_notify.delivery.consumer import DatasetReader
@@ -257,7 +258,7 @@ async def engine_for(scene: Scene) -> AsyncIterator[EngineFactory]:
                 KafkaChannel(scene.producer, scene.kafka, partitions),
             ),
             settings=settings,
-            metrics=DeliveryMetrics(registry=None),
+            metrics=DeliveryMetrics(CollectorRegistry()),
         )
         reader = DatasetReader(scene.kafka, settings, engine)
         reader_box.append(reader)

@@ -134,6 +134,14 @@ async def test_a_message_whose_retries_are_exhausted_is_dead(
     assert row["attempts"] == 3  # the first attempt and two retries
     assert row["last_status"] == 500
     assert receiver.seen["down"] == 3
+    # Counted for the webhook failure and dead-letter alerts.
+    registry = engine.metrics.registry
+    assert registry is not None
+    sample = registry.get_sample_value
+    labels = {"channel": "webhook"}
+    assert sample("datapolis_notify_deliveries_total", {**labels, "outcome": "retry"}) == 3
+    assert sample("datapolis_notify_deliveries_total", {**labels, "outcome": "dead"}) == 1
+    assert sample("datapolis_notify_deliveries_total", {**labels, "outcome": "delivered"}) == 0
     # The dead message keeps the record as read, for a replay.
     [queued] = await scene.queue(sub)
     payload = json.loads(queued["payload"])

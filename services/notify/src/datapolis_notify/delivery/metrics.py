@@ -10,6 +10,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 
 
 class DeliveryMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry
         self.deliveries = Counter(
             "datapolis_notify_deliveries_total",
             "Delivery attempts by channel and outcome (a message of one or more records)",
