@@ -201,3 +201,32 @@ async def test_an_endpoint_failing_steadily_is_disabled_and_its_owner_told(
     notice = receiver.on("owner")[0].body
     assert notice["type"] == "org.datapolis.notify.endpoint.disabled.v1"
     assert notice["data"]["subscription_id"] == sub
+
+
+async def test_the_waiting_messages_of_an_endpoint_its_owner_disabled_end_dead(
+    scene: Scene, engine_for: EngineFactory, receiver: Receiver
+) -> None:
+    open_dataset(scene)
+    engine = await engine_for(retry_schedule_s=[0.5] * 20)
+    receiver.answers["paused"] = [503]
+    sub = await scene.subscribe(url=receiver.url("paused"))
+    await until_picked_up(engine, sub)
+    await scene.produce([("k1", {"n": 1})])
+
+    async def waiting() -> bool:
+        rows = await scene.queue(sub)
+        return len(rows) == 1 and rows[0]["state"] == "waiting"
+
+    await eventually(waiting, timeout_s=SETUP_WAIT_S)
+    # As PATCH {"status": "disabled"} does.
+    await scene.pool.execute(
+        "UPDATE subscriptions SET status = 'disabled' WHERE subscription_id = $1", sub
+    )
+
+    async def dead() -> bool:
+        rows = await scene.queue(sub)
+        return len(rows) == 1 and rows[0]["state"] == "dead"
+
+    await eventually(dead, timeout_s=SETUP_WAIT_S)
+    [row] = await scene.delivery(sub)
+    assert row["status"] == "dead"

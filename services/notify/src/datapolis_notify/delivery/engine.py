@@ -824,14 +824,26 @@ class DeliveryEngine:
             for message in claimed:
                 outlet = self.outlets.get(message.subscription_id)
                 if outlet is None:
-                    # Not (yet) an active subscription here: look again later.
                     with contextlib.suppress(Exception):
-                        await postpone(self.pool, message.seq, self.clock() + timedelta(seconds=5))
+                        await self._orphaned(message)
                     continue
                 outlet.queued_in_progress += 1
                 task = asyncio.create_task(outlet.attempt_queued(message))
                 self._queue_tasks.add(task)
                 task.add_done_callback(self._queue_tasks.discard)
+
+    async def _orphaned(self, message: QueuedMessage) -> None:
+        """A message of no outlet here: its subscription was disabled or
+        deleted (the message ends dead, as the others of a disabled
+        endpoint), or is too new for this replica yet (looked at again)."""
+        status = await self.pool.fetchval(
+            "SELECT status FROM subscriptions WHERE subscription_id = $1",
+            message.subscription_id,
+        )
+        if status == "active":
+            await postpone(self.pool, message.seq, self.clock() + timedelta(seconds=5))
+        else:
+            await kill_waiting(self.pool, message.subscription_id, "subscription not active")
 
     async def attempt_queued(self, outlet: Outlet, message: QueuedMessage) -> None:
         sub = outlet.subscription
