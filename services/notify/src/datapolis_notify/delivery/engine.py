@@ -689,11 +689,7 @@ class DeliveryEngine:
         attempts: int,
         now: datetime,
     ) -> None:
-        reasons = sorted({i.refusal.reason for i in withheld if i.refusal is not None})
-        for item in withheld:
-            if item.refusal is not None:
-                self.metrics.withheld.labels(item.refusal.reason).inc()
-        self.metrics.deliveries.labels(sub.channel, "withheld").inc()
+        self.count_withheld(sub, withheld)
         self.log_later(
             self.log_entry(
                 sub,
@@ -703,10 +699,16 @@ class DeliveryEngine:
                 attempts=attempts,
                 outcome=None,
                 now=now,
-                error="not entitled: " + ", ".join(reasons),
+                error=withheld_reason(withheld),
             ),
             [],
         )
+
+    def count_withheld(self, sub: Subscription, withheld: Sequence[Decided]) -> None:
+        for item in withheld:
+            if item.refusal is not None:
+                self.metrics.withheld.labels(item.refusal.reason).inc()
+        self.metrics.deliveries.labels(sub.channel, "withheld").inc()
 
     def log_later(self, entry: LogEntry | None, releases: Sequence[Release]) -> None:
         """Written with the next batch; the records are released after."""
@@ -863,7 +865,7 @@ class DeliveryEngine:
             )
             return
         entitled, withheld = _split(items)
-        if withheld:
+        if withheld and entitled:
             self.log_withheld(
                 sub,
                 f"{message.delivery_id}_withheld_{attempts}",
@@ -872,6 +874,8 @@ class DeliveryEngine:
                 now=now,
             )
         if not entitled:
+            # The message itself is withheld: its own log row says why.
+            self.count_withheld(sub, withheld)
             entry = self.log_entry(
                 sub,
                 message.delivery_id,
@@ -880,7 +884,7 @@ class DeliveryEngine:
                 attempts=attempts,
                 outcome=None,
                 now=now,
-                error="no record entitled at this attempt",
+                error=withheld_reason(withheld),
             )
             await durably(
                 "settling a message",
@@ -963,6 +967,12 @@ class DeliveryEngine:
         )
         if outcome.kind == "gone":
             await self.disable(sub, f"the endpoint answered {outcome.status or 410} Gone")
+
+
+def withheld_reason(withheld: Sequence[Decided]) -> str:
+    """The log's last_error for records not sent: the refusal reasons."""
+    reasons = sorted({i.refusal.reason for i in withheld if i.refusal is not None})
+    return "not entitled: " + ", ".join(reasons)
 
 
 def _fields(entry: LogEntry) -> dict[str, Any]:
