@@ -105,6 +105,7 @@ async def serve(
             settings=settings.delivery,
             metrics=metrics,
             retry_delay=parts.retry_delay,
+            connections_per_host=settings.webhooks.max_connections_per_host,
         )
         reader = DatasetReader(settings.kafka, settings.delivery, engine)
         await engine.start()

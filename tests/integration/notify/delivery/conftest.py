@@ -259,6 +259,7 @@ async def engine_for(scene: Scene) -> AsyncIterator[EngineFactory]:
             ),
             settings=settings,
             metrics=DeliveryMetrics(CollectorRegistry()),
+            connections_per_host=WebhookSettings().max_connections_per_host,
         )
         reader = DatasetReader(scene.kafka, settings, engine)
         reader_box.append(reader)

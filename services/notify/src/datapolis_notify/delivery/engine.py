@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from datapolis_notify.delivery.channels import Channels, ChannelSender
 from datapolis_notify.delivery.metrics import DeliveryMetrics
@@ -277,7 +278,7 @@ class Outlet:
         records = [held.record for held in batch]
         keys = _keys(records)
         try:
-            async with self.semaphore:
+            async with self.semaphore, self.engine.host_slot(self.subscription):
                 await self._attempt_live(batch, records, keys)
         except BaseException:
             self._finish(keys)
@@ -382,7 +383,7 @@ class Outlet:
             self.queued_in_progress -= 1
 
     async def _attempt_queued(self, message: QueuedMessage) -> None:
-        async with self.semaphore:
+        async with self.semaphore, self.engine.host_slot(self.subscription):
             try:
                 await self.engine.attempt_queued(self, message)
             finally:
@@ -443,6 +444,7 @@ class DeliveryEngine:
         metrics: DeliveryMetrics,
         retry_delay: RetryDelay | None = None,
         clock: Clock = utcnow,
+        connections_per_host: int | None = None,
     ) -> None:
         self.pool = pool
         self.view = view
@@ -457,6 +459,11 @@ class DeliveryEngine:
             )
         self.retry_delay = retry_delay
         self.clock = clock
+        # Attempts at once per webhook host (the sender's connections to it):
+        # an attempt decides only once it has one, so no decision waits for
+        # a connection, long enough for a revocation to pass it by.
+        self._connections_per_host = connections_per_host
+        self._hosts: dict[str, asyncio.Semaphore] = {}
         self.outlets: dict[str, Outlet] = {}
         self._by_topic: dict[str, list[Outlet]] = {}
         self._pending = _Pending()
@@ -523,6 +530,16 @@ class DeliveryEngine:
             if topic is not None:
                 by_topic[topic].append(outlet)
         self._by_topic = dict(by_topic)
+
+    def host_slot(self, subscription: Subscription) -> contextlib.AbstractAsyncContextManager[Any]:
+        if self._connections_per_host is None or subscription.url is None:
+            return contextlib.nullcontext()
+        parts = urlsplit(subscription.url)
+        host = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+        slot = self._hosts.get(host)
+        if slot is None:
+            slot = self._hosts[host] = asyncio.Semaphore(self._connections_per_host)
+        return slot
 
     def topic_of(self, subscription: Subscription) -> str | None:
         if subscription.dataset_id is None:
