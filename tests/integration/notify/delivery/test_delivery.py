@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from standardwebhooks import Webhook
 
 from datapolis_notify.subscriptions import INSERT_TEST_DELIVERY, QUEUE_NOW
+from tests.integration.catalog.conftest import delete_topics
 from tests.integration.notify.delivery.conftest import (
     SECRET,
     SETUP_WAIT_S,
@@ -152,8 +153,6 @@ async def test_the_kafka_channel_writes_the_projected_records_keyed_to_the_consu
     ]
     assert partitions is not None
     assert len(partitions) == 3  # as many as the data topic
-    from tests.integration.catalog.conftest import delete_topics
-
     await delete_topics(scene.kafka.bootstrap_servers, [topic])
 
 
@@ -188,3 +187,38 @@ async def test_a_queued_notification_is_sent_as_one_signed_cloud_event(
 
     await eventually(logged, timeout_s=SETUP_WAIT_S)
     assert not await scene.queue(sub)
+
+
+async def test_a_notification_to_a_kafka_subscription_lands_on_its_topic(
+    scene: Scene, engine_for: EngineFactory
+) -> None:
+    engine = await engine_for()
+    sub = await scene.subscribe(channel="kafka", consumer_id="org-kafka")
+    await until_picked_up(engine, sub)
+    event = {"specversion": "1.0", "id": "msg_k1", "source": "/notify", "type": "t.v1"}
+    await scene.pool.execute(INSERT_TEST_DELIVERY, "msg_k1", sub, "org-kafka", "kafka", "t.v1")
+    await scene.pool.execute(QUEUE_NOW, "msg_k1", sub, json.dumps(event))
+    topic = "deliver.org-kafka." + scene.topic.removeprefix("data.")
+
+    async def delivered() -> bool:
+        [row] = await scene.delivery(sub)
+        return bool(row["status"] == "delivered")
+
+    await eventually(delivered, timeout_s=SETUP_WAIT_S)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=scene.kafka.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        got: list[object] = []
+
+        async def read() -> bool:
+            batches = await consumer.getmany(timeout_ms=500)
+            got.extend(json.loads(r.value) for rs in batches.values() for r in rs)
+            return bool(got)
+
+        await eventually(read, timeout_s=SETUP_WAIT_S)
+    finally:
+        await consumer.stop()
+    assert got == [event]
+    await delete_topics(scene.kafka.bootstrap_servers, [topic])

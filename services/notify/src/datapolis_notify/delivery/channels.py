@@ -147,8 +147,27 @@ class KafkaChannel:
     async def send_event(
         self, subscription: Subscription, message_id: str, event: dict[str, Any], now: datetime
     ) -> Outcome:
-        # Notifications go to webhook subscriptions only (see store.disable).
-        return Outcome("delivered", None, None, None, 0.0)
+        """A notification (a test, say) on the consumer's topic, as a
+        structured CloudEvent keyed by the subscription."""
+        started = time.monotonic()
+        try:
+            topic = await self._ensure(subscription)
+            await self._producer.send_many(
+                [
+                    OutgoingRecord(
+                        topic=topic,
+                        value=json.dumps(event, separators=(",", ":")).encode(),
+                        key=subscription.subscription_id.encode(),
+                        headers=[
+                            ("content-type", EVENT_CONTENT_TYPE.encode()),
+                            ("datapolis_message_id", message_id.encode()),
+                        ],
+                    )
+                ]
+            )
+        except (Unavailable, DatapolisError) as exc:
+            return Outcome("retry", None, None, str(exc), time.monotonic() - started)
+        return Outcome("delivered", None, None, None, time.monotonic() - started)
 
 
 class Channels:
