@@ -191,8 +191,14 @@ async def test_a_subject_grants_and_withdraws_with_one_event_each_in_order_and_r
 
     history = await client.get("/subjects/me/history", headers=me)
     assert [h["change"] for h in history.json()] == ["granted", "withdrawn"]
+    # Withdrawing again is a repeat of the withdrawal, not a conflict.
     again = await client.post(f"/subjects/me/consents/{cid}/withdraw", headers=me)
-    _problem(again, 409, "consent-not-active")
+    assert again.status_code == 200, again.text
+    assert again.json()["consent"] == withdrawn.json()["consent"]
+    assert (
+        _verify_receipt(again.json()["receipt"], jwks)["event"]["ledger_sequence"]
+        == (rows[1]["sequence"])
+    )
 
 
 async def test_no_consent_without_an_active_agreement_for_that_purpose(
@@ -358,6 +364,13 @@ async def test_a_consent_expires_within_5_s_of_the_end_of_its_period(
     )
     assert current.json()["status"] == "expired"
     assert current.json()["effective"] is False
+    # An expired consent is not the subject's to withdraw: a conflict.
+    cid = granted.json()["consent"]["consent_id"]
+    _problem(
+        await client.post(f"/subjects/me/consents/{cid}/withdraw", headers=me),
+        409,
+        "consent-not-active",
+    )
 
 
 async def test_withdraw_is_not_a_2xx_while_kafka_is_down(
@@ -395,5 +408,23 @@ async def test_withdraw_is_not_a_2xx_while_kafka_is_down(
         "SELECT status FROM subject_consents WHERE consent_id = $1", cid
     )
     assert status == "withdrawn"
+    # The subject retries while Kafka is still down: the same answer, not
+    # "not active".
+    retried = await client.post(f"/subjects/me/consents/{cid}/withdraw", headers=me)
+    _problem(retried, 503, "event-not-acknowledged")
     await private_kafka.start()
     await eventually(backlog_empty, timeout_s=SETUP_WAIT_S)
+    # Once the event is on Kafka, the retry gets the first call's success,
+    # with the withdrawal's receipt; the ledger holds one withdrawal.
+    after = await client.post(f"/subjects/me/consents/{cid}/withdraw", headers=me)
+    assert after.status_code == 200, after.text
+    assert after.json()["consent"]["status"] == "withdrawn"
+    assert after.json()["deliveries_stop_within_s"] == 1.0
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    receipt = _verify_receipt(after.json()["receipt"], jwks)
+    assert receipt["event"]["type"] == "withdrawn"
+    assert receipt["event"]["ledger_sequence"] == after.json()["consent"]["ledger_sequence"]
+    withdrawals = await personal.parties.consent.pool.fetchval(
+        "SELECT count(*) FROM ledger WHERE entity_id = $1 AND change = 'withdrawn'", cid
+    )
+    assert withdrawals == 1

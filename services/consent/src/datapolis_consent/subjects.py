@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from datapolis_consent import ledger
-from datapolis_consent.agreements import NotYetPublished, Text
+from datapolis_consent.changes import NotYetPublished, Text, event_id_for
 from datapolis_consent.datasets import Dataset, get_dataset
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.purposes import PURPOSES
@@ -441,6 +441,7 @@ async def grant(pool: Pool, claims: SubjectClaims, body: ConsentRequest) -> Chan
                 valid_from=consent.valid_from,
                 valid_until=consent.valid_until,
             ),
+            id=event_id_for(entry.hash),
         )
         return Change(consent, entry, event_id, "granted", dataset.publisher_id)
 
@@ -466,16 +467,32 @@ async def _end(
         event = ConsentWithdrawn(**_event_base(consent, entry))
     else:
         event = ConsentExpired(**_event_base(consent, entry))
-    event_id = await enqueue(conn, event)
+    event_id = await enqueue(conn, event, id=event_id_for(entry.hash))
     return Change(consent, entry, event_id, status, dataset.publisher_id)
 
 
 async def withdraw(pool: Pool, claims: SubjectClaims, consent_id: str) -> Change:
+    """Withdraws a granted consent. Withdrawing it again answers as the first
+    withdrawal did; a consent that expired (or ended with its agreement) is a
+    conflict."""
     async with pool.acquire() as conn, conn.transaction():
         dataset = await _token_dataset(conn, claims)
         row = await conn.fetchrow(LOCK_ONE, consent_id) if _storable(consent_id) else None
         if row is None or not _owned(row, claims, dataset):
             raise _not_found(consent_id)
+        if row["status"] == "withdrawn":
+            # Withdrawn already, by this subject (no one else withdraws): a
+            # retry after a 503 or a lost answer gets the answer of the first
+            # call, once its event is acknowledged.
+            entry = await ledger.entry_at(conn, row["ledger_sequence"])
+            if entry is not None and entry.change == "withdrawn":
+                return Change(
+                    _consent(row),
+                    entry,
+                    event_id_for(entry.hash),
+                    "withdrawn",
+                    dataset.publisher_id,
+                )
         if row["status"] != "granted":
             raise ConsentNotActive(
                 f"cannot withdraw a consent that is {row['status']}",

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from datapolis_consent import subjects
-from datapolis_consent.agreements import DELIVERIES_STOP_WITHIN_S
 from datapolis_consent.api import problems as p
 from datapolis_consent.api.agreements import PoolDep
+from datapolis_consent.changes import DELIVERIES_STOP_WITHIN_S
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.settings import ConsentSettings
 from datapolis_consent.subject_tokens import (
