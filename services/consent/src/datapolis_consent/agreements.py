@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from datapolis_consent import ledger
+from datapolis_consent import ledger, subjects
 from datapolis_consent.changes import (
     NotYetPublished,
     Text,
@@ -77,6 +77,8 @@ WRITE_SCOPE = "consent"
 READ_SCOPES = ("read", "consent")
 SYSTEM_EXPIRY = "system:expiry"
 SYSTEM_RETIREMENT = "system:retirement"
+# The changes that end a granted agreement, and with it its subjects' consents.
+_ENDINGS = frozenset({"revoked", "terminated", "expired"})
 
 
 # -- errors -------------------------------------------------------------------
@@ -537,6 +539,13 @@ async def _record(
     actor: str,
     payload: dict[str, ledger.JsonValue],
 ) -> Change:
+    # An agreement that ends takes the consents granted within it along, in
+    # this transaction; they are locked before the ledger's head (see
+    # subjects.LIVE_OF_AGREEMENT).
+    ends_consents = before.status == "granted" and change in _ENDINGS
+    consents = (
+        await subjects.lock_granted_within(conn, before.agreement_id) if ends_consents else []
+    )
     entry = await ledger.append(
         conn,
         entity_kind="agreement",
@@ -591,6 +600,8 @@ async def _record(
     else:
         event = AgreementExpired(**base)
     event_id = await enqueue(conn, event, id=event_id_for(entry.hash))
+    if consents:
+        await subjects.end_with_agreement(conn, consents, agreement_change=change, actor=actor)
     return Change(agreement, entry, event_id, change)
 
 
