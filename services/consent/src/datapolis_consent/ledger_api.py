@@ -1,5 +1,6 @@
 """The ledger over HTTP: its published checkpoints (public), and verification
-of the chain or of one agreement's or consent's rows (operator only)."""
+of the chain or of one agreement's or consent's rows (the operator; a subject
+verifies their consent's rows under /subjects/me, see api.subjects)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,23 @@ class CheckpointPage(BaseModel):
     )
 
 
+Tokens = list[Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_CHARS)]]
+_TOKENS_DESCRIPTION = (
+    "checkpoint tokens published earlier that the caller kept; the rows are "
+    "checked against them besides the stored ones"
+)
+
+
+class CheckpointTokens(BaseModel):
+    """What a party brings to the verification of its own rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoints: Tokens = Field(
+        default_factory=list, max_length=MAX_TOKENS, description=_TOKENS_DESCRIPTION
+    )
+
+
 class VerifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,11 +87,8 @@ class VerifyRequest(BaseModel):
     consent_id: str | None = Field(
         default=None, min_length=1, max_length=200, description="only this consent's rows"
     )
-    checkpoints: list[Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_CHARS)]] = Field(
-        default_factory=list,
-        max_length=MAX_TOKENS,
-        description="checkpoint tokens published earlier that the caller kept; the rows are "
-        "checked against them besides the stored ones",
+    checkpoints: Tokens = Field(
+        default_factory=list, max_length=MAX_TOKENS, description=_TOKENS_DESCRIPTION
     )
 
     @model_validator(mode="after")
@@ -116,7 +131,8 @@ class VerificationOut(BaseModel):
     broken: ChainBreakOut | None = Field(description="the first break found; null when intact")
 
 
-def _signer(request: Request) -> KeyRingSigner:
+def signer_of(request: Request) -> KeyRingSigner:
+    """The app's receipt keys, as the ledger's signer."""
     keys: KeyRing = request.app.state.receipt_keys
     return KeyRingSigner(keys)
 
@@ -164,14 +180,15 @@ async def get_checkpoints(
     description="Recomputes the hash chain and checks it against every stored checkpoint and "
     "the `checkpoints` given. Answers 200 either way: `ok` says whether the rows are intact, "
     "`broken` names the first break (a row altered, deleted or reordered, or history "
-    "rewritten since a checkpoint).",
+    "rewritten since a checkpoint). A data subject verifies their consent's rows at "
+    "`POST /subjects/me/consents/{consent_id}/verify`.",
     responses=problem_responses(OPERATOR_ONLY, NOT_IN_LEDGER),
 )
 async def verify(
     body: VerifyRequest, caller: Caller, runtime: RuntimeDep, request: Request
 ) -> dict[str, Any]:
     caller.require_operator()
-    signer = _signer(request)
+    signer = signer_of(request)
     try:
         async with runtime.pool.acquire() as conn:
             if body.agreement_id is not None:
