@@ -173,3 +173,53 @@ async def test_a_consents_rows_edited_in_postgresql_are_found_by_the_chain_and_a
     )
     assert status == 1, out
     assert _break(json.loads(out)) == forged_break
+
+
+async def test_each_party_verifies_its_own_rows_and_never_another_partys(
+    start_consent: ConsentFactory, catalog_topic: CatalogTopic, producer: Producer
+) -> None:
+    r = await _recorded(start_consent, catalog_topic, producer)
+    parties = r.personal.parties
+    client = parties.consent.client
+    aid = r.personal.agreement_id
+
+    # The publisher and the consumer verify their agreement's rows.
+    for party in (parties.publisher, parties.consumer):
+        answer = await client.post(
+            "/ledger/verify",
+            json={"agreement_id": aid, "checkpoints": [r.token]},
+            headers=party.headers,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["ok"] is True
+        assert answer.json()["first_sequence"] == 1
+    # Another organisation: the agreement does not exist for it.
+    stranger = await client.post(
+        "/ledger/verify", json={"agreement_id": aid}, headers=parties.stranger.headers
+    )
+    assert stranger.status_code == 404, stranger.text
+    assert stranger.json()["code"] == "agreement-not-found"
+    assert "head" not in stranger.json()
+    # The whole chain, or a subject's consent, is not a party's to verify.
+    for body in ({}, {"consent_id": r.a}, {"checkpoints": [r.token]}):
+        refused = await client.post("/ledger/verify", json=body, headers=parties.consumer.headers)
+        assert refused.status_code == 403, body
+        assert refused.json()["code"] == "operator-only"
+    # A subject verifies their own consent, never another subject's.
+    own = await client.post(f"/subjects/me/consents/{r.b}/verify", headers=r.me_b)
+    assert own.status_code == 200, own.text
+    assert own.json()["ok"] is True
+    other = await client.post(f"/subjects/me/consents/{r.a}/verify", headers=r.me_b)
+    assert other.status_code == 404, other.text
+    assert other.json()["code"] == "consent-not-found"
+    assert "head" not in other.json()
+    # An organisation's key is no subject token.
+    as_org = await client.post(
+        f"/subjects/me/consents/{r.a}/verify", headers=parties.consumer.headers
+    )
+    assert as_org.status_code == 401, as_org.text
+    # The operator verifies anything.
+    for body in ({}, {"agreement_id": aid}, {"consent_id": r.a}):
+        everything = await client.post("/ledger/verify", json=body, headers=OPERATOR)
+        assert everything.status_code == 200, body
+        assert everything.json()["ok"] is True

@@ -1,5 +1,6 @@
 """The ledger over HTTP: its published checkpoints (public), and verification
-of the chain or of one agreement's or consent's rows (the operator; a subject
+of the chain or of one agreement's or consent's rows: the whole chain and any
+rows by the operator, an agreement's rows by its parties too (a subject
 verifies their consent's rows under /subjects/me, see api.subjects)."""
 
 from __future__ import annotations
@@ -10,13 +11,20 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from datapolis_consent import agreements
+from datapolis_consent.api import problems as p
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.ledger.jws import KeyRingSigner
 from datapolis_consent.ledger.publish import StoredCheckpoint, latest_checkpoint, list_checkpoints
 from datapolis_consent.ledger.verify import EntityNotInLedger, verify_chain, verify_entity
-from datapolis_shared.errors import NotFound
+from datapolis_shared.errors import Forbidden, NotFound
 from datapolis_shared.http.app import Caller, RuntimeDep
-from datapolis_shared.http.openapi import OPERATOR_ONLY, ProblemCode, problem_responses
+from datapolis_shared.http.openapi import (
+    MISSING_SCOPE,
+    OPERATOR_ONLY,
+    ProblemCode,
+    problem_responses,
+)
 from datapolis_shared.http.strict_json import StrictJsonRoute
 
 NO_CHECKPOINT_YET = ProblemCode(
@@ -176,18 +184,28 @@ async def get_checkpoints(
 @router.post(
     "/verify",
     response_model=VerificationOut,
-    summary="Verify the ledger, or one agreement's or consent's rows (operator only)",
+    summary="Verify the ledger (the operator), or one agreement's rows (its parties too)",
     description="Recomputes the hash chain and checks it against every stored checkpoint and "
     "the `checkpoints` given. Answers 200 either way: `ok` says whether the rows are intact, "
     "`broken` names the first break (a row altered, deleted or reordered, or history "
-    "rewritten since a checkpoint). A data subject verifies their consent's rows at "
-    "`POST /subjects/me/consents/{consent_id}/verify`.",
-    responses=problem_responses(OPERATOR_ONLY, NOT_IN_LEDGER),
+    "rewritten since a checkpoint). The operator verifies the whole chain, or any "
+    "agreement's or consent's rows; the publisher or the consumer of an agreement verifies "
+    "that agreement's rows (`agreement_id`), and no other; a data subject verifies their "
+    "consent's rows at `POST /subjects/me/consents/{consent_id}/verify`.",
+    responses=problem_responses(MISSING_SCOPE, OPERATOR_ONLY, p.AGREEMENT_NOT_FOUND, NOT_IN_LEDGER),
 )
 async def verify(
     body: VerifyRequest, caller: Caller, runtime: RuntimeDep, request: Request
 ) -> dict[str, Any]:
-    caller.require_operator()
+    if not caller.is_operator:
+        if body.agreement_id is None:
+            raise Forbidden(
+                "only the operator verifies the whole chain or a consent's rows; a party "
+                "verifies its own agreement's rows (agreement_id)",
+                code=OPERATOR_ONLY.code,
+            )
+        # A party's own agreement, or not found: never another party's rows.
+        await agreements.get_agreement(runtime.pool, caller, body.agreement_id)
     signer = signer_of(request)
     try:
         async with runtime.pool.acquire() as conn:
