@@ -18,6 +18,7 @@ export NOTIFY_PORT ?= 8004
 export CATALOG_WORKER_PORT ?= 8101
 export INGEST_WORKER_PORT ?= 8102
 export CONSENT_WORKER_PORT ?= 8103
+export NOTIFY_WORKER_PORT ?= 8104
 
 LOCAL := deploy/local
 VENV := .venv/bin
@@ -51,7 +52,8 @@ up: migrate ## run the platform: Kafka, PostgreSQL, migrations, the four service
 	@echo "  notify       http://127.0.0.1:$(NOTIFY_PORT)/docs"
 	@echo "  workers      catalog http://127.0.0.1:$(CATALOG_WORKER_PORT)/readyz," \
 	      "ingest http://127.0.0.1:$(INGEST_WORKER_PORT)/readyz," \
-	      "consent http://127.0.0.1:$(CONSENT_WORKER_PORT)/readyz (and /metrics)"
+	      "consent http://127.0.0.1:$(CONSENT_WORKER_PORT)/readyz," \
+	      "notify http://127.0.0.1:$(NOTIFY_WORKER_PORT)/readyz (and /metrics)"
 	@echo "  operator key dpk_operator_dev-only-operator-key-change-me (development only)"
 	@echo "  logs         .local/logs/   stop with: make down"
 
@@ -96,6 +98,9 @@ bench: infra ## benchmarks: ingest against the real broker, the record-id window
 	 $(VENV)/python bench/consent.py
 	@$(VENV)/python bench/webhook_sender.py
 	@$(VENV)/python bench/entitlements.py
+	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
+	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
+	 $(VENV)/python bench/notify_fanout.py
 
 k8s-validate: ## render deploy/k8s overlays and validate them offline (core schemas and CRDs)
 	@deploy/k8s/validate.sh
