@@ -6,7 +6,6 @@ import os
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 from datapolis_cli import output
@@ -80,15 +79,19 @@ def run() -> None:
     except CliError as exc:
         output.error(exc)
         sys.exit(int(exc.exit_code))
-    except click.exceptions.Abort:
+    except typer.Abort:
         output.err.print("Aborted.")
         sys.exit(int(ExitCode.OTHER))
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
+        # Usage errors (Typer's own copy of Click's exceptions): its message
+        # and exit code 2.
+        show = getattr(exc, "show", None)
+        exit_code = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         if os.environ.get("DATAPOLIS_DEBUG"):
             raise
         output.error(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from datapolis_cli import output, sse
 from datapolis_cli.client import Api
@@ -104,10 +104,13 @@ def _follow_sse(notify: Api, subscription_id: str, max_records: int | None, as_j
 async def _follow_kafka(
     profile: Profile, topic: str, from_beginning: bool, max_records: int | None, as_json: bool
 ) -> None:
+    # No consumer group: nothing is committed, every partition is read.
     consumer = AIOKafkaConsumer(
+        topic,
         bootstrap_servers=profile.kafka_bootstrap_servers,
         enable_auto_commit=False,
         group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
     )
     try:
         await consumer.start()
@@ -119,13 +122,6 @@ async def _follow_kafka(
             code="service-unreachable",
         ) from None
     try:
-        partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        if from_beginning:
-            await consumer.seek_to_beginning(*assigned)
-        else:
-            await consumer.seek_to_end(*assigned)
         seen = 0
         async for message in consumer:
             try:
@@ -145,14 +141,6 @@ async def _follow_kafka(
                 return
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: Any, topic: str) -> set[int]:
-    topics = await consumer.topics()
-    if topic not in topics:
-        raise CliError(f"no topic {topic} in Kafka", exit_code=ExitCode.NOT_FOUND)
-    found: set[int] = consumer.partitions_for_topic(topic) or set()
-    return found
 
 
 def tail(
