@@ -5,6 +5,7 @@ them as a user runs it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from datapolis_shared.settings import DEV_OPERATOR_KEY
 from tests.conftest import _free_port
 from tests.infra import REPO
+from tests.integration.catalog.conftest import delete_topics
 
 SERVICES = ("catalog", "ingest", "consent", "notify")
 DATAPOLIS = str(Path(sys.executable).parent / "datapolis")
@@ -217,6 +219,13 @@ def platform(
         async def drop() -> None:
             conn = await asyncpg.connect(database_url)
             try:
+                if "catalog" in schemas:
+                    # The datasets' topics catalog created for the tests.
+                    with contextlib.suppress(asyncpg.UndefinedTableError):
+                        rows = await conn.fetch(
+                            f'SELECT topic_name FROM "{schemas["catalog"]}".dataset_topics'
+                        )
+                        await delete_topics(kafka_bootstrap, [r["topic_name"] for r in rows])
                 for schema in schemas.values():
                     await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             finally:
@@ -263,7 +272,11 @@ def register(
 ) -> str:  # fmt: skip
     slug = f"air-{uuid.uuid4().hex[:10]}"
     schema_file = tmp / f"{slug}.schema.json"
-    schema_file.write_text(json.dumps(SCHEMA))
+    schema = SCHEMA
+    if subject_field:
+        # A personal dataset's records must each name their subject.
+        schema = {**SCHEMA, "required": [*SCHEMA["required"], subject_field]}
+    schema_file.write_text(json.dumps(schema))
     args = ["dataset", "register", str(schema_file), "--slug", slug, "--title",
             "Qualité de l'air", "--theme", "environment", "--licence", "etalab-2.0",
             "--access-level", access_level, "--key-field", "station_id", "--partitions", "1",
