@@ -10,7 +10,6 @@ import typer
 from datapolis_cli import output
 from datapolis_cli.context import JsonOption, use
 from datapolis_cli.files import read_object, read_text
-from datapolis_cli.receipts import verify as verify_receipt
 
 app = typer.Typer(
     name="receipt",
@@ -38,6 +37,10 @@ def verify(
 
     Exits 0 if it verifies, 6 if it does not.
     """
+    # Imported here: the JOSE library and cryptography are slow to load,
+    # which every other command would pay at start.
+    from datapolis_cli.receipts import verify as verify_receipt  # noqa: PLC0415
+
     state = use(ctx, as_json)
     is_file = receipt == "-" or Path(receipt).exists()
     token = read_text(receipt) if is_file else receipt

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from aiokafka import AIOKafkaConsumer
 
 from datapolis_cli import output, sse
 from datapolis_cli.client import Api
@@ -88,6 +87,12 @@ def _follow_sse(notify: Api, subscription_id: str, max_records: int | None, as_j
                             detail="notify closed it: the entitlement ended",
                             code=str(reason) if reason else None,
                         )
+                    if event.event == "notification":
+                        change = json.loads(event.data or "{}")
+                        output.note(
+                            f"notification: {change.get('type')} {change.get('subject', '')}"
+                        )
+                        continue
                     if event.event != "record":
                         continue
                     cloudevent = json.loads(event.data)
@@ -104,6 +109,10 @@ def _follow_sse(notify: Api, subscription_id: str, max_records: int | None, as_j
 async def _follow_kafka(
     profile: Profile, topic: str, from_beginning: bool, max_records: int | None, as_json: bool
 ) -> None:
+    # Imported here: aiokafka takes half a second to load, which every
+    # other command would pay at start.
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
     # No consumer group: nothing is committed, every partition is read.
     consumer = AIOKafkaConsumer(
         topic,
