@@ -57,6 +57,15 @@ class Api:
         self.profile = profile
         self.service = service
         self.base_url = profile.url(service)
+        # One connection pool per service for the command's life: a push
+        # sends its batches over kept-alive connections.
+        self._client: httpx.Client | None = None
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(timeout=TIMEOUT)
+        return self._client
 
     def _auth_headers(self, auth: Auth) -> dict[str, str]:
         if auth == "none":
@@ -97,10 +106,9 @@ class Api:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         url = self.base_url + path
         try:
-            with httpx.Client(timeout=TIMEOUT) as client:
-                return client.request(
-                    method, url, json=json, params=clean, content=content, headers=all_headers
-                )
+            return self.client.request(
+                method, url, json=json, params=clean, content=content, headers=all_headers
+            )
         except httpx.TransportError as exc:
             raise unreachable(self.service, self.base_url, exc) from None
 
