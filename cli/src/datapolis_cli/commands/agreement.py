@@ -33,7 +33,8 @@ ReceiptOption = Annotated[
     Path | None, typer.Option("--receipt", help="Write the signed receipt to this file.")
 ]
 FieldsOption = Annotated[
-    list[str] | None, typer.Option("--field", help="A field (repeat; nested: address.city).")
+    list[str] | None,
+    typer.Option("--field", metavar="<field>", help="A field (repeat; nested: address.city)."),
 ]
 UntilOption = Annotated[str | None, typer.Option("--until", help="End of the period (ISO 8601).")]
 FromOption = Annotated[str | None, typer.Option("--from", help="Start of the period (ISO 8601).")]
@@ -62,8 +63,13 @@ def request(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="The dataset's slug or id.")],
     project: Annotated[str, typer.Option(help="The project's name.")],
-    purpose: Annotated[list[str], typer.Option("--purpose", help="A W3C DPV purpose (repeat).")],
-    field: Annotated[list[str], typer.Option("--field", help="A field asked for (repeat).")],
+    purpose: Annotated[
+        list[str],
+        typer.Option("--purpose", metavar="<purpose>", help="A W3C DPV purpose (repeat)."),
+    ],
+    field: Annotated[
+        list[str], typer.Option("--field", metavar="<field>", help="A field asked for (repeat).")
+    ],
     until: Annotated[str, typer.Option("--until", help="End of the period (ISO 8601).")],
     description: Annotated[str, typer.Option(help="What the project does.")] = "",
     valid_from: FromOption = None,

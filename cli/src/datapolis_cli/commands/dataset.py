@@ -67,7 +67,7 @@ def register(
         str | None, typer.Option(help="The data subject's field (personal datasets).")
     ] = None,
     description: Annotated[str | None, typer.Option()] = None,
-    keyword: Annotated[list[str] | None, typer.Option("--keyword", "-k")] = None,
+    keyword: Annotated[list[str] | None, typer.Option("--keyword", "-k", metavar="<word>")] = None,
     retention_days: Annotated[int | None, typer.Option()] = None,
     partitions: Annotated[int | None, typer.Option()] = None,
     publisher: Annotated[

@@ -26,7 +26,9 @@ SCOPES = "read, publish, ingest, consent, subscribe, admin"
 def issue(
     ctx: typer.Context,
     org_id: Annotated[str, typer.Argument(help="The organisation's id.")],
-    scope: Annotated[list[str], typer.Option("--scope", "-s", help=f"A scope ({SCOPES}).")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", metavar="<scope>", help=f"A scope ({SCOPES}).")
+    ],
     label: Annotated[str | None, typer.Option(help="What the key is for.")] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -38,15 +38,22 @@ def create(
     dataset: Annotated[str | None, typer.Option(help="The dataset's slug or id.")] = None,
     url: Annotated[str | None, typer.Option(help="The webhook's https URL.")] = None,
     purpose: Annotated[str | None, typer.Option(help="W3C DPV purpose (personal data).")] = None,
-    field: Annotated[list[str] | None, typer.Option("--field", help="Only these fields.")] = None,
+    field: Annotated[
+        list[str] | None, typer.Option("--field", metavar="<field>", help="Only these fields.")
+    ] = None,
     filter_: Annotated[
-        list[str] | None, typer.Option("--filter", help="FIELD=VALUE records must match.")
+        list[str] | None,
+        typer.Option("--filter", metavar="<field=value>", help="FIELD=VALUE records must match."),
     ] = None,
     notification: Annotated[
         list[str] | None,
-        typer.Option("--notification", help="agreements, datasets or endpoint (repeat)."),
+        typer.Option(
+            "--notification", metavar="<kind>", help="agreements, datasets or endpoint (repeat)."
+        ),
     ] = None,
-    theme: Annotated[list[str] | None, typer.Option("--theme", help="New datasets of it.")] = None,
+    theme: Annotated[
+        list[str] | None, typer.Option("--theme", metavar="<theme>", help="New datasets of it.")
+    ] = None,
     scheme: Annotated[
         str | None, typer.Option(help="Webhook signatures: v1 (HMAC) or v1a (Ed25519).")
     ] = None,

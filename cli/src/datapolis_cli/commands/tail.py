@@ -163,9 +163,12 @@ def tail(
     purpose: Annotated[
         str | None, typer.Option(help="The purpose (W3C DPV) for a personal dataset.")
     ] = None,
-    field: Annotated[list[str] | None, typer.Option("--field", help="Only these fields.")] = None,
+    field: Annotated[
+        list[str] | None, typer.Option("--field", metavar="<field>", help="Only these fields.")
+    ] = None,
     filter_: Annotated[
-        list[str] | None, typer.Option("--filter", help="FIELD=VALUE records must match.")
+        list[str] | None,
+        typer.Option("--filter", metavar="<field=value>", help="FIELD=VALUE records must match."),
     ] = None,
     kafka: Annotated[bool, typer.Option("--kafka", help="Read the topic from Kafka.")] = False,
     from_beginning: Annotated[
