@@ -26,6 +26,9 @@ def test_org_and_key_commands(platform: Platform) -> None:
     assert org["kind"] == "public-authority"
     assert org["org_id"] in {o["org_id"] for o in platform.ok("org", "list")}
     assert platform.ok("org", "show", org["org_id"])["name"] == org["name"]
+    # --json before the command works as after it.
+    first = platform.run("--json", "org", "list")
+    assert org["org_id"] in {o["org_id"] for o in first.json()}
     table = platform.run("org", "list")
     assert table.code == 0, table.stderr
     assert org["name"] in table.stdout
