@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.cli.conftest import Org, Platform, fails, new_org, register
@@ -48,10 +49,7 @@ def test_agreement_commands_receipts_and_ledger(platform: Platform, tmp_path: Pa
     verified = platform.ok("receipt", "verify", str(receipt))
     assert verified["payload"]["header"]["record_id"] == agreement
     jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps(platform.ok("receipt", "verify", str(receipt))["kid"] and {}))
     # Offline: the JWKS from a file, consent unreachable.
-    import httpx
-
     jwks.write_text(httpx.get(f"{platform.urls['consent']}/.well-known/jwks.json").text)
     offline = platform.ok("receipt", "verify", str(receipt), "--jwks", str(jwks),
                           DATAPOLIS_CONSENT_URL="http://127.0.0.1:9")  # fmt: skip
