@@ -78,7 +78,7 @@ test-unit: ## unit tests only (nothing running needed)
 lint: ## ruff, mypy strict, the import contract, shellcheck
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	$(VENV)/mypy shared/src services/catalog/src services/ingest/src services/consent/src services/notify/src
+	$(VENV)/mypy shared/src services/catalog/src services/ingest/src services/consent/src services/notify/src cli/src
 	$(VENV)/lint-imports
 	@if command -v shellcheck >/dev/null; then shellcheck deploy/local/*.sh .ci/run; \
 	 else echo "shellcheck not installed; skipped (apt-get install shellcheck)"; fi
