@@ -1,0 +1,1 @@
+"""The notify HTTP API's routes."""
