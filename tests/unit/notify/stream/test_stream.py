@@ -221,7 +221,8 @@ async def test_each_sent_event_carries_the_position_after_it() -> None:
     reader.queue.put_nowait(record(4, {**RECORD, "household": "h-9"}, partition=1))
     reader.queue.put_nowait(record(11, {**RECORD, "household": "h-2"}))
     first, second = await _next(events), await _next(events)
-    assert isinstance(first, RecordEvent) and isinstance(second, RecordEvent)
+    assert isinstance(first, RecordEvent)
+    assert isinstance(second, RecordEvent)
     assert first.event_id == "0:11,1:4"
     # The skipped record of partition 1 is passed: a resume does not see it again.
     assert second.event_id == "0:12,1:5"
@@ -257,5 +258,6 @@ async def test_a_held_record_is_sent_once_the_view_is_current_again() -> None:
     view.current = True
     view.changed()
     sent = await pending
-    assert isinstance(sent, RecordEvent) and sent.cloudevent["id"] == "data.meters:0:0"
+    assert isinstance(sent, RecordEvent)
+    assert sent.cloudevent["id"] == "data.meters:0:0"
     await events.aclose()
