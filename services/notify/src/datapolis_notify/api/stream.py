@@ -172,8 +172,10 @@ async def _assign(
 ) -> Position:
     """Assigns every partition of ``topic`` at ``resume`` (or its end); the
     position it starts from."""
-    await consumer.topics()
-    partitions = consumer.partitions_for_topic(topic)
+    # The consumer learns no topic's partitions before it is assigned some,
+    # and aiokafka offers no public call for it: ask its client.
+    cluster = await consumer._client.fetch_all_metadata()
+    partitions = cluster.partitions_for_topic(topic)
     if not partitions:
         raise Unavailable(f"the dataset's topic {topic} is not in Kafka")
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
