@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Path, Query, Request
@@ -301,7 +302,9 @@ async def stream_events(
     async def finish() -> None:
         slots.release(org)
         unlisten()
-        with contextlib.suppress(Exception):
+        # A client that went away cancels the response: the reader must
+        # still stop, or its fetcher would run on without anyone reading.
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await reader.stop()
 
     stream = RecordStream(
