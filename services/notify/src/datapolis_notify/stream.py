@@ -405,6 +405,8 @@ class RecordStream:
     wakeup: Wakeup
     recheck_interval_s: float = 0.2
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Told what became of each record: "sent", "held" or why it was skipped.
+    count: Callable[[str], None] = lambda _: None
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         position = dict(self.reader.position())
@@ -438,6 +440,7 @@ class RecordStream:
                     now=self.clock(),
                 )
                 if isinstance(verdict, Hold):
+                    self.count("held")
                     await self.wakeup.wait(self.recheck_interval_s)
                     continue
                 if isinstance(verdict, End):
@@ -445,8 +448,11 @@ class RecordStream:
                     return
                 batch.pop(0)
                 position[record.partition] = record.offset + 1
-                if isinstance(verdict, Send):
-                    yield RecordEvent(encode_position(position), verdict.cloudevent)
+                if isinstance(verdict, Skip):
+                    self.count(verdict.why)
+                    continue
+                self.count("sent")
+                yield RecordEvent(encode_position(position), verdict.cloudevent)
         finally:
             if fetching is not None:
                 fetching.cancel()

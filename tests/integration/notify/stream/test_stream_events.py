@@ -104,13 +104,21 @@ async def test_a_withdrawn_subjects_records_stop_while_others_continue(
         view.consents.discard((consumer.org_id, dataset.dataset_id, "h-1"))
         view.changed()
         await notify.send(
-            dataset.topic_name, _meter(3, "h-1"), _meter(4, "h-2"), _meter(5, "h-3"), _meter(6)
+            dataset.topic_name,
+            _meter(3, "h-1"),
+            _meter(4, "h-2"),
+            _meter(5, "h-3"),
+            {"meter_id": "m-6", "kwh": 0.6},
         )
         after = await events.records(1)
         with pytest.raises(TimeoutError):
             await events.next(timeout_s=1.0)
     assert [e.json()["data"]["meter_id"] for e in before] == ["m-1", "m-2"]
     assert [e.json()["data"]["meter_id"] for e in after] == ["m-4"]
+    # Operators see the skips, by reason, not by subject.
+    metrics = (await notify.client.get(f"{notify.url}/metrics")).text
+    assert 'datapolis_notify_sse_records_total{outcome="no-active-consent"} 2.0' in metrics
+    assert 'datapolis_notify_sse_records_total{outcome="no-subject"} 1.0' in metrics
 
 
 async def test_a_stream_closes_within_a_second_of_its_agreement_ending(

@@ -14,6 +14,7 @@ import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Path, Query, Request
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from datapolis_notify.ports import EntitlementView
@@ -36,6 +37,7 @@ from datapolis_shared.errors import Unavailable
 from datapolis_shared.http.app import Caller, RuntimeDep
 from datapolis_shared.http.openapi import MISSING_SCOPE, ProblemCode, problem_responses
 from datapolis_shared.kafka.options import client_options
+from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,35 @@ def _slots(request: Request, settings: NotifySettings) -> StreamSlots:
     return slots
 
 
+class StreamMetrics:
+    """Open streams, what became of their records, and why they ended."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.open = Gauge(
+            "datapolis_notify_sse_streams_open", "Server-sent event streams open", registry=registry
+        )
+        self.records = Counter(
+            "datapolis_notify_sse_records_total",
+            "Records a stream looked at: sent, held (view not current) or why skipped",
+            ["outcome"],
+            registry=registry,
+        )
+        self.ended = Counter(
+            "datapolis_notify_sse_streams_ended_total",
+            "Streams ended by the platform because the entitlement ended, by reason",
+            ["reason"],
+            registry=registry,
+        )
+
+    @classmethod
+    def of(cls, request: Request, runtime: Runtime) -> StreamMetrics:
+        metrics: StreamMetrics | None = getattr(request.app.state, "stream_metrics", None)
+        if metrics is None:
+            metrics = cls(runtime.metrics.registry)
+            request.app.state.stream_metrics = metrics
+        return metrics
+
+
 def _listen(view: EntitlementView, wakeup: Wakeup) -> Callable[[], None]:
     """Registers ``wakeup`` with the view's change listeners; what undoes it."""
     on_change = getattr(view, "on_change", None)
@@ -228,11 +259,12 @@ def _listen(view: EntitlementView, wakeup: Wakeup) -> Callable[[], None]:
 
 
 async def _server_sent(
-    stream: RecordStream, finish: Callable[[], Any]
+    stream: RecordStream, finish: Callable[[], Any], metrics: StreamMetrics
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         async for event in stream.events():
             if isinstance(event, EndEvent):
+                metrics.ended.labels(event.reason).inc()
                 yield ServerSentEvent(data=json.dumps({"reason": event.reason}), event="end")
                 return
             yield ServerSentEvent(
@@ -299,7 +331,11 @@ async def stream_events(
     wakeup = Wakeup()
     unlisten = _listen(view, wakeup)
 
+    metrics = StreamMetrics.of(request, runtime)
+    metrics.open.inc()
+
     async def finish() -> None:
+        metrics.open.dec()
         slots.release(org)
         unlisten()
         # A client that went away cancels the response: the reader must
@@ -313,9 +349,10 @@ async def stream_events(
         reader=reader,
         wakeup=wakeup,
         recheck_interval_s=settings.sse.recheck_interval_s,
+        count=lambda outcome: metrics.records.labels(outcome).inc(),
     )
     return EventSourceResponse(
-        _server_sent(stream, finish),
+        _server_sent(stream, finish, metrics),
         ping=settings.sse.heartbeat_s,
         # Proxies (nginx) would otherwise buffer the stream.
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
