@@ -218,8 +218,8 @@ class Notify:
             assert response.headers["content-type"].startswith("text/event-stream")
             yield EventReader(response)
 
-    async def key(self, org_id: str) -> Publisher:
-        party = await issue_key(self.producer, org_id, ["subscribe", "read"])
+    async def key(self, org_id: str, scopes: tuple[str, ...] = ("read",)) -> Publisher:
+        party = await issue_key(self.producer, org_id, list(scopes))
 
         async def works() -> bool:
             try:

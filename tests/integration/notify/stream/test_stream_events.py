@@ -157,6 +157,7 @@ async def test_streams_are_refused_for_others_subscriptions_bad_ids_and_beyond_t
     dataset = meter_dataset(await new_topic("data", partitions=1))
     consumer = await notify.key(f"org-con-{uuid.uuid4().hex[:8]}")
     stranger = await notify.key(f"org-other-{uuid.uuid4().hex[:8]}")
+    ingest_only = await notify.key(consumer.org_id, scopes=("ingest",))
     notify.view.datasets[dataset.dataset_id] = dataset
     notify.view.agreements[(consumer.org_id, dataset.dataset_id)] = frozenset({"meter_id"})
     subscription = await notify.subscription(consumer.org_id, dataset.dataset_id)
@@ -170,6 +171,7 @@ async def test_streams_are_refused_for_others_subscriptions_bad_ids_and_beyond_t
         assert response.json()["code"] == code
 
     await problem(subscription, 404, "subscription-not-found", headers=stranger.headers)
+    await problem(subscription, 403, "missing-scope", headers=ingest_only.headers)
     await problem("sub-nonesuch", 404, "subscription-not-found", headers=consumer.headers)
     await problem(webhook, 409, "subscription-not-streamable", headers=consumer.headers)
     for bad in ("yesterday", "0:1,0:2", "-1:5"):

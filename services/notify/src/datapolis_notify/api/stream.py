@@ -43,7 +43,8 @@ from datapolis_shared.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
-SCOPE = "subscribe"
+# Receiving records is reading: `read` will do, as `subscribe` does.
+READ_SCOPES = frozenset({"read", "subscribe"})
 
 SUBSCRIPTION_NOT_FOUND = ProblemCode(
     "subscription-not-found", 404, "no subscription by this id of the caller's organisation"
@@ -303,7 +304,8 @@ async def stream_events(
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
 ) -> EventSourceResponse:
-    caller.require(SCOPE)
+    if not caller.is_operator and not READ_SCOPES & caller.scopes:
+        caller.require("read")
     settings: NotifySettings = request.app.state.settings
     given = last_event_id_header or last_event_id
     resume = parse_event_id(given) if given else None
