@@ -11,9 +11,10 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -24,6 +25,7 @@ from datapolis_notify.ports import (
     DatasetView,
     Decision,
     Entitled,
+    EntitlementView,
     NotEntitled,
     RefusalReason,
 )
@@ -155,7 +157,8 @@ class StandInView:
 class Notify:
     app: FastAPI
     url: str
-    view: StandInView
+    # The test's stand-in, or None where the app feeds its own view.
+    stand_in: StandInView | None
     producer: Producer
     client: httpx.AsyncClient
 
@@ -163,6 +166,32 @@ class Notify:
     def settings(self) -> NotifySettings:
         settings: NotifySettings = self.app.state.settings
         return settings
+
+    @property
+    def view(self) -> StandInView:
+        assert self.stand_in is not None, "this app feeds its own view"
+        return self.stand_in
+
+    def decide(
+        self, dataset_id: str, consumer_id: str, purpose: str | None, subject_id: str | None
+    ) -> Decision:
+        """The app's own view's decision now."""
+        view: EntitlementView = self.app.state.entitlements
+        return view.decide(
+            dataset_id=dataset_id,
+            consumer_id=consumer_id,
+            purpose=purpose,
+            subject_id=subject_id,
+            now=datetime.now(UTC),
+        )
+
+    async def until_view(self) -> EntitlementView:
+        await eventually(
+            lambda: getattr(self.app.state, "entitlements", None) is not None,
+            timeout_s=SETUP_WAIT_S,
+        )
+        view: EntitlementView = self.app.state.entitlements
+        return view
 
     async def subscription(
         self,
@@ -220,6 +249,11 @@ class Notify:
 
     async def key(self, org_id: str, scopes: tuple[str, ...] = ("read",)) -> Publisher:
         party = await issue_key(self.producer, org_id, list(scopes))
+        await self.until_known(party)
+        return party
+
+    async def until_known(self, party: Publisher) -> None:
+        """Until this app has learnt ``party``'s key from catalog's events."""
 
         async def works() -> bool:
             try:
@@ -229,7 +263,6 @@ class Notify:
             return True
 
         await eventually(works, timeout_s=SETUP_WAIT_S)
-        return party
 
 
 @contextlib.asynccontextmanager
@@ -256,29 +289,46 @@ NotifyFactory = Callable[..., Awaitable[Notify]]
 
 @pytest.fixture
 async def start_notify(
-    service_settings: ServiceSettings, producer: Producer
+    service_settings: ServiceSettings, producer: Producer, database_url: str
 ) -> AsyncIterator[NotifyFactory]:
-    """Starts notify apps with ``overrides`` of their settings, each with a
-    stand-in view the test drives."""
+    """Starts notify apps with ``overrides`` of their settings, each on a
+    PostgreSQL schema of its own (notify's table names are consent's too)."""
+    schemas: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(**overrides: Any) -> Notify:
+        async def start(*, stand_in: bool = True, **overrides: Any) -> Notify:
+            """``stand_in=False``: the app feeds its own view from Kafka, as
+            in production (``overrides`` then name its topics); otherwise
+            the test drives a stand-in view."""
+            schema = f"n_{uuid.uuid4().hex[:12]}"
+            schemas.append(schema)
             settings = NotifySettings(
-                **{**dict(service_settings), "service_name": "notify", **overrides}
+                **{
+                    **dict(service_settings),
+                    # A consumer group of its own for the key sync: in a group shared
+                    # with other apps it might not be given the key's partition.
+                    "service_name": f"notify{uuid.uuid4().hex[:6]}",
+                    "postgres": service_settings.postgres.model_copy(update={"db_schema": schema}),
+                    **overrides,
+                }
             )
-            await apply(
-                settings.postgres.dsn.get_secret_value(),
-                settings.postgres.db_schema,
-                service_migrations("datapolis_notify"),
-            )
+            await apply(database_url, schema, service_migrations("datapolis_notify"))
             app = create_app(settings)
-            view = StandInView()
-            app.state.entitlements = view
+            view = StandInView() if stand_in else None
             url = await stack.enter_async_context(serving(app))
+            if view is not None:
+                # Over the app's own (set before the app counts as connected).
+                app.state.entitlements = view
             client = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
             return Notify(app, url, view, producer, client)
 
         yield start
+    conn = await asyncpg.connect(database_url)
+    try:
+        for schema in schemas:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
