@@ -345,6 +345,53 @@ async def test_consent_survives_the_hostile_corpus(
         await _check(await _plain_target(app, client, producer), service_settings)
 
 
+async def _notify_target(app: FastAPI, client: httpx.AsyncClient, producer: Producer) -> Target:
+    """An organisation with an open dataset, a webhook subscription to it and
+    a dead letter, so the corpus reaches past the 404s of unknown ids."""
+    org_id = f"org-{uuid.uuid4().hex[:8]}"
+    _key_id, token = await _issue_key(producer, org_id)
+    await _until_key_works(app, token)
+    pool = app.state.runtime.pool
+    slug = f"hostile-{uuid.uuid4().hex[:8]}"
+    await pool.execute(
+        "INSERT INTO datasets (dataset_id, slug, publisher_id, access_level, topic_name, fields) "
+        "VALUES ($1, $2, $3, 'open', $4, $5)",
+        f"ds-{uuid.uuid4().hex[:12]}", slug, org_id, f"data.{slug}", ["meter_id", "kwh"],
+    )  # fmt: skip
+    org = {"Authorization": f"Bearer {token}"}
+    subscription = {"dataset": slug, "channel": "webhook", "url": "https://partner.example/hook"}
+    created = await client.post("/subscriptions", json=subscription, headers=org)
+    assert created.status_code == 201, created.text
+    subscription_id = created.json()["subscription_id"]
+    delivery_id = f"msg_{uuid.uuid4().hex}"
+    await pool.execute(
+        "INSERT INTO deliveries (delivery_id, subscription_id, consumer_id, channel, kind, status) "
+        "VALUES ($1, $2, $3, 'webhook', 'records', 'dead')",
+        delivery_id, subscription_id, org_id,
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO delivery_queue (delivery_id, subscription_id, payload, state, dead_at) "
+        "VALUES ($1, $2, '[]', 'dead', now())",
+        delivery_id, subscription_id,
+    )  # fmt: skip
+
+    async def normal() -> httpx.Response:
+        return await client.get(f"/deliveries/{delivery_id}", headers=org)
+
+    return Target(
+        client,
+        {"operator": OPERATOR, "organisation": org},
+        {"subscription_id": subscription_id, "delivery_id": delivery_id},
+        examples={
+            "POST /subscriptions": subscription,
+            "PATCH /subscriptions/{subscription_id}": {"filter": {"kwh": 1}, "themes": ["x"]},
+            "POST /subscriptions/{subscription_id}/secrets/rotate": {"overlap_seconds": 60},
+            "POST /dead-letters/replay": {"subscription_id": subscription_id},
+        },
+        normal=normal,
+    )
+
+
 async def test_notify_survives_the_hostile_corpus(
     service_settings: ServiceSettings, producer: Producer
 ) -> None:
@@ -353,4 +400,4 @@ async def test_notify_survives_the_hostile_corpus(
         running(app, migrations=service_migrations("datapolis_notify")),
         _client(app) as client,
     ):
-        await _check(await _plain_target(app, client, producer), service_settings)
+        await _check(await _notify_target(app, client, producer), service_settings)

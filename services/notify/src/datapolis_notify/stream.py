@@ -38,7 +38,8 @@ from datapolis_notify.ports import (
     NotEntitled,
     RefusalReason,
 )
-from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Overloaded
+from datapolis_notify.subscriptions import SubscriptionNotFound, storable
+from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, Overloaded
 from datapolis_shared.postgres.pool import Pool
 
 # A refusal that holds for every record of the dataset: the stream ends.
@@ -52,10 +53,6 @@ _EVENT_ID = re.compile(r"\d{1,6}:\d{1,19}(,\d{1,6}:\d{1,19})*")
 
 
 # --- errors ---------------------------------------------------------------
-
-
-class SubscriptionNotFound(NotFound):
-    code = "subscription-not-found"
 
 
 class NotStreamable(Conflict):
@@ -125,9 +122,15 @@ async def load_subscription(
     """The ``sse`` subscription ``subscription_id`` of ``org_id`` (any
     organisation's for the operator). Another organisation's is not found,
     so its existence is not revealed."""
-    row = await pool.fetchrow(SELECT_SUBSCRIPTION, subscription_id)
+    row = (
+        await pool.fetchrow(SELECT_SUBSCRIPTION, subscription_id)
+        if storable(subscription_id)
+        else None
+    )
     if row is None or (row["consumer_id"] != org_id and not is_operator):
-        raise SubscriptionNotFound(f"no subscription {subscription_id!r} of yours")
+        raise SubscriptionNotFound(
+            f"no subscription {subscription_id!r} of yours", subscription_id=subscription_id[:200]
+        )
     if row["channel"] != "sse" or row["dataset_id"] is None or row["status"] != "active":
         raise NotStreamable(
             "only an active subscription of channel `sse` to a dataset can be streamed",

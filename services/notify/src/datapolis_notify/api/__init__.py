@@ -1,1 +1,1 @@
-"""The notify HTTP API's routes."""
+"""Notify's HTTP routes."""

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from datapolis_notify.api import problems as p
 from datapolis_notify.ports import EntitlementView
 from datapolis_notify.settings import NotifySettings
 from datapolis_notify.stream import (
@@ -33,6 +34,7 @@ from datapolis_notify.stream import (
     parse_event_id,
     stream_refusal,
 )
+from datapolis_notify.subscriptions import require_read
 from datapolis_shared.errors import Unavailable
 from datapolis_shared.http.app import Caller, RuntimeDep
 from datapolis_shared.http.openapi import MISSING_SCOPE, ProblemCode, problem_responses
@@ -43,12 +45,7 @@ from datapolis_shared.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
-# Receiving records is reading: `read` will do, as `subscribe` does.
-READ_SCOPES = frozenset({"read", "subscribe"})
 
-SUBSCRIPTION_NOT_FOUND = ProblemCode(
-    "subscription-not-found", 404, "no subscription by this id of the caller's organisation"
-)
 SUBSCRIPTION_NOT_STREAMABLE = ProblemCode(
     "subscription-not-streamable",
     409,
@@ -289,7 +286,7 @@ async def _server_sent(
         **problem_responses(
             MISSING_SCOPE,
             NOT_ENTITLED,
-            SUBSCRIPTION_NOT_FOUND,
+            p.SUBSCRIPTION_NOT_FOUND,
             SUBSCRIPTION_NOT_STREAMABLE,
             INVALID_LAST_EVENT_ID,
             TOO_MANY_STREAMS,
@@ -304,8 +301,8 @@ async def stream_events(
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
 ) -> EventSourceResponse:
-    if not caller.is_operator and not READ_SCOPES & caller.scopes:
-        caller.require("read")
+    # Receiving records is reading the subscription: `read` will do.
+    require_read(caller)
     settings: NotifySettings = request.app.state.settings
     given = last_event_id_header or last_event_id
     resume = parse_event_id(given) if given else None
