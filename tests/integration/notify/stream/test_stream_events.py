@@ -215,3 +215,19 @@ async def test_an_idle_stream_sends_heartbeats(
         with pytest.raises(TimeoutError):
             await events.next(timeout_s=1.0)
         assert events.comments >= 2
+
+
+async def test_an_id_past_the_end_resumes_at_the_end_not_from_the_start(
+    notify: Notify, new_topic: TopicFactory
+) -> None:
+    dataset = meter_dataset(await new_topic("data", partitions=1))
+    consumer = await notify.key(f"org-con-{uuid.uuid4().hex[:8]}")
+    notify.view.datasets[dataset.dataset_id] = dataset
+    notify.view.agreements[(consumer.org_id, dataset.dataset_id)] = frozenset({"meter_id"})
+    subscription = await notify.subscription(consumer.org_id, dataset.dataset_id)
+    await notify.send(dataset.topic_name, _meter(1), _meter(2))
+    async with notify.stream(subscription, consumer, last_event_id="0:999999") as events:
+        await notify.send(dataset.topic_name, _meter(3))
+        (event,) = await events.records(1)
+    assert event.json()["data"] == {"meter_id": "m-3"}
+    assert event.id == "0:3"

@@ -188,13 +188,15 @@ async def _assign(
     if resume is None:
         await consumer.seek_to_end(*tps)
     else:
-        # A partition the id does not name was added since: all of it is new.
-        fresh = [tp for tp in tps if tp.partition not in resume]
-        if fresh:
-            await consumer.seek_to_beginning(*fresh)
+        first = await consumer.beginning_offsets(tps)
+        last = await consumer.end_offsets(tps)
         for tp in tps:
-            if tp.partition in resume:
-                consumer.seek(tp, resume[tp.partition])
+            # A partition the id does not name was added since: all of it is
+            # new. An offset the log no longer keeps resumes at the oldest
+            # kept; one past its end (an id from another topic) at the end,
+            # rather than at the oldest as Kafka's reset would.
+            wanted = resume.get(tp.partition, first[tp])
+            consumer.seek(tp, min(max(wanted, first[tp]), last[tp]))
     return {tp.partition: await consumer.position(tp) for tp in tps}
 
 
