@@ -61,6 +61,7 @@ async def test_registering_a_dataset_provisions_topics_and_announces_it(
         "key_field_name": "meter_id",
         "subject_field": None,
         "topic_name": f"data.{slug}",
+        "theme": "energy",
     }
     [schema_added] = _of_type(events, "schema.added")
     assert schema_added.data["version"] == 1

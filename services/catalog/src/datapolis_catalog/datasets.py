@@ -605,6 +605,7 @@ async def register_dataset(
                     key_field_name=command.key_field,
                     subject_field=command.subject_field,
                     topic_name=topic,
+                    theme=command.theme,
                 ),
             )
             await outbox.enqueue(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from datapolis_notify.entitlements.settings import EntitlementSettings
 from datapolis_notify.webhooks.config import WebhookSettings
 from datapolis_shared.settings import HttpSettings, ServiceSettings
 
@@ -30,3 +31,4 @@ class NotifySettings(ServiceSettings):
     http: HttpSettings = HttpSettings(port=8004)
     webhooks: WebhookSettings = WebhookSettings()
     sse: SseSettings = SseSettings()
+    entitlements: EntitlementSettings = EntitlementSettings()

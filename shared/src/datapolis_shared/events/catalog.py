@@ -59,6 +59,9 @@ class DatasetRegistered(_CatalogEvent):
     key_field_name: str | None = None
     subject_field: str | None = None
     topic_name: str
+    # The theme at registration (later changes come in DatasetUpdated), so a
+    # reader knows it without catalog's API; absent from older events.
+    theme: str | None = None
 
 
 class DatasetChanges(BaseModel):
