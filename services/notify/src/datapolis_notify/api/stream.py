@@ -38,6 +38,7 @@ from datapolis_notify.subscriptions import require_read
 from datapolis_shared.errors import Unavailable
 from datapolis_shared.http.app import Caller, RuntimeDep
 from datapolis_shared.http.openapi import MISSING_SCOPE, ProblemCode, problem_responses
+from datapolis_shared.http.strict_json import StrictJsonRoute
 from datapolis_shared.kafka.options import client_options
 from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import KafkaSettings
@@ -110,7 +111,7 @@ LastEventIdQuery = Annotated[
     ),
 ]
 
-router = APIRouter(tags=["subscriptions"])
+router = APIRouter(tags=["subscriptions"], route_class=StrictJsonRoute)
 
 
 class KafkaTopicReader:
