@@ -102,7 +102,8 @@ def parse_event_id(text: str) -> Position:
 # --- subscriptions --------------------------------------------------------
 
 SELECT_SUBSCRIPTION = """
-SELECT subscription_id, consumer_id, dataset_id, channel, purpose, fields, filter, status
+SELECT subscription_id, consumer_id, dataset_id, channel, purpose, fields, filter, status,
+       notifications
 FROM subscriptions WHERE subscription_id = $1
 """
 
@@ -116,6 +117,8 @@ class StreamSubscription:
     # None: every field the agreement allows.
     fields: frozenset[str] | None
     filter: Mapping[str, Any]
+    # What it is told of besides records: 'agreements', 'datasets'.
+    notifications: frozenset[str] = frozenset()
 
 
 async def load_subscription(
@@ -149,6 +152,7 @@ async def load_subscription(
         purpose=row["purpose"],
         fields=frozenset(fields) if fields is not None else None,
         filter=filter_,
+        notifications=frozenset(row["notifications"] or ()),
     )
 
 
@@ -237,7 +241,55 @@ class EndEvent:
     reason: str
 
 
-StreamEvent = RecordEvent | EndEvent
+@dataclass(frozen=True, slots=True)
+class NoticeEvent:
+    """A notification: a structured CloudEvent of the change. It carries no
+    SSE id (the stream's position stays the last record's), and one missed
+    while disconnected is not sent again: a webhook subscription is the
+    durable way to receive them."""
+
+    cloudevent: dict[str, Any]
+
+
+StreamEvent = RecordEvent | EndEvent | NoticeEvent
+
+# Notified on the `datasets` notification: the dataset's schema changed, or
+# it was retired.
+DATASET_NOTICES = frozenset(
+    {"org.datapolis.catalog.schema.added.v1", "org.datapolis.catalog.dataset.retired.v1"}
+)
+
+
+def notice_for(change: Any, subscription: StreamSubscription) -> dict[str, Any] | None:
+    """The CloudEvent a stream sends for a change of the entitlement view
+    (``entitlements.view.Change``), if its subscription asked for it: a
+    change of the consumer's agreement on the dataset (`agreements`), or a
+    schema change or retirement of the dataset (`datasets`)."""
+    event = getattr(change, "event", None)
+    after = getattr(change, "after", None)
+    if event is None or after is None:
+        return None
+    kind = getattr(change, "kind", None)
+    wanted = subscription.notifications
+    if kind == "agreement":
+        relevant = (
+            "agreements" in wanted
+            and getattr(after, "consumer_id", None) == subscription.consumer_id
+            and getattr(after, "dataset_id", None) == subscription.dataset_id
+        )
+    elif kind == "dataset":
+        view = getattr(after, "view", None)
+        relevant = (
+            "datasets" in wanted
+            and getattr(view, "dataset_id", None) == subscription.dataset_id
+            and event.type in DATASET_NOTICES
+        )
+    else:
+        relevant = False
+    if not relevant:
+        return None
+    notice: dict[str, Any] = event.to_cloudevent().model_dump(mode="json", exclude_none=True)
+    return notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,22 +428,32 @@ def judge(
 
 
 class Wakeup:
-    """Set by the view's change listener; the stream waits on it."""
+    """The view's change listener for one stream: wakes it, and keeps the
+    notifications it is to send (``notice``: from a change to a CloudEvent
+    or None)."""
 
-    def __init__(self) -> None:
+    def __init__(self, notice: Callable[[Any], dict[str, Any] | None] = lambda _: None) -> None:
         self._event = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._notice = notice
+        self.notices: list[dict[str, Any]] = []
 
-    def __call__(self, *_: Any, **__: Any) -> None:
+    def __call__(self, *args: Any, **_: Any) -> None:
+        notice = self._notice(args[0]) if args else None
         # The view may call from its feed's task or from another thread.
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self._loop:
-            self._event.set()
+            self._wake(notice)
         else:
-            self._loop.call_soon_threadsafe(self._event.set)
+            self._loop.call_soon_threadsafe(self._wake, notice)
+
+    def _wake(self, notice: dict[str, Any] | None) -> None:
+        if notice is not None:
+            self.notices.append(notice)
+        self._event.set()
 
     def clear(self) -> None:
         self._event.clear()
@@ -421,6 +483,9 @@ class RecordStream:
         try:
             while True:
                 self.wakeup.clear()
+                # Before the end they may explain (an agreement revoked).
+                while self.wakeup.notices:
+                    yield NoticeEvent(self.wakeup.notices.pop(0))
                 reason = stream_refusal(self.view, self.subscription, self.clock())
                 if reason is not None:
                     yield EndEvent(reason)

@@ -202,11 +202,13 @@ class Notify:
         purpose: str | None = None,
         fields: list[str] | None = None,
         filter: dict[str, Any] | None = None,
+        notifications: list[str] | None = None,
     ) -> str:
         subscription_id = f"sub-{uuid.uuid4().hex[:12]}"
         await self.app.state.runtime.pool.execute(
             "INSERT INTO subscriptions (subscription_id, consumer_id, dataset_id, channel, url,"
-            " purpose, fields, filter) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+            " purpose, fields, filter, notifications)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)",
             subscription_id,
             consumer_id,
             dataset_id,
@@ -215,6 +217,7 @@ class Notify:
             purpose,
             fields,
             json.dumps(filter or {}),
+            notifications or [],
         )
         return subscription_id
 

@@ -86,7 +86,10 @@ async def personal(
             lambda: view.dataset(registered.dataset_id) is not None, timeout_s=SETUP_WAIT_S
         )
         subscription = await notify.subscription(
-            parties.consumer.org_id, registered.dataset_id, purpose=PURPOSE
+            parties.consumer.org_id,
+            registered.dataset_id,
+            purpose=PURPOSE,
+            notifications=["agreements"],
         )
         yield Personal(
             parties, notify, registered.dataset_id, topic, agreement["agreement_id"], subscription
@@ -171,6 +174,13 @@ async def test_a_revoked_agreement_closes_the_stream_within_a_second_of_the_answ
         )
         answered = time.monotonic()
         assert revoked.status_code == 200, revoked.text
+        # The consumer learns why from the platform, then the stream ends.
+        notice = await events.next(timeout_s=5)
+        assert notice is not None
+        assert notice.event == "notification"
+        assert notice.id is None
+        assert notice.json()["type"] == "org.datapolis.consent.agreement.revoked.v1"
+        assert notice.json()["data"]["agreement_id"] == personal.agreement_id
         end = await events.next(timeout_s=5)
         assert end is not None
         assert end.event == "end"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from datapolis_notify.stream import (
     EndEvent,
     Hold,
     InvalidEventId,
+    NoticeEvent,
     RecordEvent,
     RecordStream,
     Send,
@@ -28,6 +30,7 @@ from datapolis_notify.stream import (
     Wakeup,
     encode_position,
     judge,
+    notice_for,
     parse_event_id,
 )
 
@@ -260,4 +263,46 @@ async def test_a_held_record_is_sent_once_the_view_is_current_again() -> None:
     sent = await pending
     assert isinstance(sent, RecordEvent)
     assert sent.cloudevent["id"] == "data.meters:0:0"
+    await events.aclose()
+
+
+def _retired_change(dataset_id: str = "ds-1") -> Any:
+    """A view's change as the entitlement feed reports it: the dataset retired."""
+    from types import SimpleNamespace
+
+    from datapolis_shared.events.catalog import DatasetRetired
+
+    retired = dataclasses.replace(DATASET, dataset_id=dataset_id, retired=True)
+    return SimpleNamespace(
+        kind="dataset",
+        event=DatasetRetired(dataset_id=dataset_id, slug="meters"),
+        before=None,
+        after=SimpleNamespace(view=retired),
+    )
+
+
+def test_a_notification_is_sent_only_for_what_the_subscription_asked() -> None:
+    asked = subscription(notifications=frozenset({"datasets"}))
+    notice = notice_for(_retired_change(), asked)
+    assert notice is not None
+    assert notice["type"] == "org.datapolis.catalog.dataset.retired.v1"
+    assert notice["data"]["dataset_id"] == "ds-1"
+    assert notice_for(_retired_change(), subscription()) is None
+    assert notice_for(_retired_change("ds-other"), asked) is None
+
+
+async def test_the_notification_of_a_retirement_comes_before_the_end() -> None:
+    view, reader = FakeView(), FakeReader({0: 0})
+    asked = subscription(notifications=frozenset({"datasets"}))
+    wakeup = Wakeup(lambda change: notice_for(change, asked))
+    stream = RecordStream(asked, view, reader, wakeup, recheck_interval_s=30)
+    events = stream.events()
+    pending = asyncio.ensure_future(_next(events, timeout_s=5))
+    await asyncio.sleep(0.05)
+    view.ended = "dataset-retired"
+    wakeup(_retired_change())
+    notice = await pending
+    assert isinstance(notice, NoticeEvent)
+    assert notice.cloudevent["type"] == "org.datapolis.catalog.dataset.retired.v1"
+    assert await _next(events) == EndEvent("dataset-retired")
     await events.aclose()

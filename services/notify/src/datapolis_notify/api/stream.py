@@ -25,12 +25,14 @@ from datapolis_notify.stream import (
     EndEvent,
     InvalidEventId,
     NotEntitledToStream,
+    NoticeEvent,
     Position,
     RecordStream,
     StreamSlots,
     TopicRecord,
     Wakeup,
     load_subscription,
+    notice_for,
     parse_event_id,
     stream_refusal,
 )
@@ -89,7 +91,10 @@ data: {"specversion":"1.0","id":"data.meters:0:17","source":"...","type":"...",\
 line (`: ping`) comes every `NOTIFY_SSE__HEARTBEAT_S` seconds. When the
 entitlement ends (agreement revoked, terminated or expired, dataset retired),
 one `event: end` with `data: {"reason": "..."}` comes last and the stream
-closes."""
+closes. A subscription that asked for notifications (`agreements`: its
+agreement on the dataset changed; `datasets`: the dataset's schema changed or
+it was retired) also gets `event: notification` with the change's CloudEvent,
+without an `id`, while connected."""
 
 SubscriptionId = Annotated[
     str,
@@ -264,6 +269,11 @@ async def _server_sent(
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         async for event in stream.events():
+            if isinstance(event, NoticeEvent):
+                yield ServerSentEvent(
+                    data=json.dumps(event.cloudevent, separators=(",", ":")), event="notification"
+                )
+                continue
             if isinstance(event, EndEvent):
                 metrics.ended.labels(event.reason).inc()
                 yield ServerSentEvent(data=json.dumps({"reason": event.reason}), event="end")
@@ -330,7 +340,7 @@ async def stream_events(
     except BaseException:
         slots.release(org)
         raise
-    wakeup = Wakeup()
+    wakeup = Wakeup(lambda change: notice_for(change, subscription))
     unlisten = _listen(view, wakeup)
 
     metrics = StreamMetrics.of(request, runtime)
