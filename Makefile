@@ -81,7 +81,7 @@ lint: ## ruff, mypy strict, the import contract, shellcheck
 	@if command -v shellcheck >/dev/null; then shellcheck deploy/local/*.sh .ci/run; \
 	 else echo "shellcheck not installed; skipped (apt-get install shellcheck)"; fi
 
-bench: infra ## benchmarks: ingest against the real broker, the record-id window, catalog-to-ingest propagation, consent ledger verification, signed webhook deliveries/s, notify's entitlement decisions, server-sent event latency (prints figures)
+bench: infra ## benchmarks: ingest against the real broker, the record-id window, catalog-to-ingest propagation, consent ledger verification, consent grants and revocations, signed webhook deliveries/s, notify's entitlement decisions, server-sent event latency (prints figures)
 	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
 	 $(VENV)/python bench/ingest.py
@@ -91,6 +91,9 @@ bench: infra ## benchmarks: ingest against the real broker, the record-id window
 	 $(VENV)/python bench/propagation.py
 	@DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
 	 $(VENV)/python bench/ledger.py
+	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
+	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
+	 $(VENV)/python bench/consent.py
 	@$(VENV)/python bench/webhook_sender.py
 	@$(VENV)/python bench/entitlements.py
 	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \

@@ -60,11 +60,13 @@ async def main() -> None:
         for first in range(0, args.rows, args.per_transaction):
             async with conn.transaction():
                 for i in range(first, min(first + args.per_transaction, args.rows)):
+                    # An agreement's history opens with its request (verify_entity checks it).
+                    agreement = bool(i % 4)
                     await append(
                         conn,
-                        entity_kind="agreement" if i % 4 else "consent",
+                        entity_kind="agreement" if agreement else "consent",
                         entity_id=f"e-{i % 5000}",
-                        change="granted",
+                        change="requested" if agreement and i < 5000 else "granted",
                         payload=payload_of(i),
                         actor=f"org:{i % 200}",
                     )

@@ -299,3 +299,26 @@ async def test_a_keys_events_are_published_in_commit_order(
     records = await read_topic(kafka_bootstrap, topic, expect=2)
     in_commit_order = [committed[n] for n in sorted(committed)]
     assert [from_structured(r.value or b"").id for r in records] == in_commit_order
+
+
+async def test_calls_waiting_for_their_events_learn_when_the_relay_published_them(
+    pool: Pool, producer: Producer, new_topic
+) -> None:
+    topic = await new_topic("outbox-wait")
+    event_ids = []
+    for n in range(40):
+        async with pool.acquire() as conn, conn.transaction():
+            event_ids.append(await outbox.enqueue(conn, _event(f"org-{n}", topic)))
+    # Many calls wait at once (more than the pool has connections)...
+    waiting = [
+        asyncio.create_task(outbox.published_within(pool, event_id, timeout_s=30))
+        for event_id in event_ids
+    ]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in waiting)
+    # ...and all hear of the relay's publication, not only the first ones.
+    relay = outbox.OutboxRelay(pool, producer)
+    assert await relay.publish_pending() == 40
+    assert await asyncio.wait_for(asyncio.gather(*waiting), timeout=10) == [True] * 40
+    # An event never published: False once the time is up.
+    assert not await outbox.published_within(pool, "no-such-event", timeout_s=0.2)

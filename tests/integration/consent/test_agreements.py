@@ -379,6 +379,29 @@ async def test_no_one_but_the_parties_sees_or_changes_an_agreement(
     assert terminated.json()["agreement"]["status"] == "terminated"
     assert terminated.json()["receipt"] is None
     assert terminated.json()["deliveries_stop_within_s"] == 1.0
+    # The consumer's retry (a lost answer) gets the same answer; another
+    # reason is a conflict.
+    again = await client.post(
+        f"/agreements/{aid}/terminate",
+        json={"reason": "we have what we need"},
+        headers=parties.consumer.headers,
+    )
+    assert again.status_code == 200, again.text
+    assert again.json() == terminated.json()
+    _problem(
+        await client.post(
+            f"/agreements/{aid}/terminate", json={}, headers=parties.consumer.headers
+        ),
+        409,
+        "agreement-not-active",
+    )
+    _problem(
+        await client.post(
+            f"/agreements/{aid}/revoke", json={"reason": "x"}, headers=parties.publisher.headers
+        ),
+        409,
+        "agreement-not-active",
+    )
 
 
 async def test_an_agreement_expires_within_5_s_of_the_end_of_its_period(
@@ -439,6 +462,20 @@ async def test_a_retired_dataset_ends_its_agreements(
         }
 
     await eventually(ended, timeout_s=SETUP_WAIT_S)
+    # Terminated by the retirement, not by the consumer: its termination,
+    # even with the same reason, is a conflict rather than a repeat.
+    ended_one = await client.get(
+        f"/agreements/{granted_one['agreement_id']}", headers=consent_hooked.consumer.headers
+    )
+    _problem(
+        await client.post(
+            f"/agreements/{granted_one['agreement_id']}/terminate",
+            json={"reason": ended_one.json()["reason"]},
+            headers=consent_hooked.consumer.headers,
+        ),
+        409,
+        "agreement-not-active",
+    )
 
 
 async def test_revoke_is_not_a_2xx_while_kafka_is_down_and_is_published_later(
@@ -487,6 +524,53 @@ async def test_revoke_is_not_a_2xx_while_kafka_is_down_and_is_published_later(
     assert row is not None
     assert row["status"] == "revoked"
     assert not await backlog_empty()
+    # The publisher retries while Kafka is still down: the same answer, not
+    # "already revoked", and no second revocation on the ledger.
+    retried = await client.post(
+        f"/agreements/{aid}/revoke",
+        json={"reason": "breach of terms"},
+        headers=parties.publisher.headers,
+    )
+    _problem(retried, 503, "event-not-acknowledged")
 
     await private_kafka.start()
     await eventually(backlog_empty, timeout_s=SETUP_WAIT_S)
+    # Once the event is on Kafka, the retry gets the first call's success.
+    after = await client.post(
+        f"/agreements/{aid}/revoke",
+        json={"reason": "breach of terms"},
+        headers=parties.publisher.headers,
+    )
+    assert after.status_code == 200, after.text
+    assert after.json()["agreement"]["status"] == "revoked"
+    assert after.json()["deliveries_stop_within_s"] == 1.0
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    receipt = _verify_receipt(after.json()["receipt"], jwks)
+    assert receipt["event"]["type"] == "revoked"
+    assert receipt["event"]["ledger_sequence"] == row_sequence(after.json())
+    # Asked again, it is still the same answer: the revocation is recorded once.
+    again = await client.post(
+        f"/agreements/{aid}/revoke",
+        json={"reason": "breach of terms"},
+        headers=parties.publisher.headers,
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["agreement"] == after.json()["agreement"]
+    # A receipt of its own (its id), of the same ledger row.
+    assert _verify_receipt(again.json()["receipt"], jwks)["event"] == receipt["event"]
+    revocations = await parties.consent.pool.fetchval(
+        "SELECT count(*) FROM ledger WHERE entity_id = $1 AND change = 'revoked'", aid
+    )
+    assert revocations == 1
+    # Another reason is another revocation, which an ended agreement refuses.
+    other = await client.post(
+        f"/agreements/{aid}/revoke",
+        json={"reason": "another reason"},
+        headers=parties.publisher.headers,
+    )
+    _problem(other, 409, "agreement-not-active")
+
+
+def row_sequence(outcome: dict[str, Any]) -> int:
+    sequence: int = outcome["agreement"]["ledger_sequence"]
+    return sequence

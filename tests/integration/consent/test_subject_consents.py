@@ -191,8 +191,14 @@ async def test_a_subject_grants_and_withdraws_with_one_event_each_in_order_and_r
 
     history = await client.get("/subjects/me/history", headers=me)
     assert [h["change"] for h in history.json()] == ["granted", "withdrawn"]
+    # Withdrawing again is a repeat of the withdrawal, not a conflict.
     again = await client.post(f"/subjects/me/consents/{cid}/withdraw", headers=me)
-    _problem(again, 409, "consent-not-active")
+    assert again.status_code == 200, again.text
+    assert again.json()["consent"] == withdrawn.json()["consent"]
+    assert (
+        _verify_receipt(again.json()["receipt"], jwks)["event"]["ledger_sequence"]
+        == (rows[1]["sequence"])
+    )
 
 
 async def test_no_consent_without_an_active_agreement_for_that_purpose(
@@ -215,7 +221,7 @@ async def test_no_consent_without_an_active_agreement_for_that_purpose(
         409,
         "no-active-agreement",
     )
-    # Once the agreement is revoked: no new consent, and the old one is not effective.
+    # Once the agreement is revoked: no new consent, and the old one ended with it.
     granted = await client.post("/subjects/me/consents", json=_consent(personal), headers=me)
     assert granted.status_code == 201, granted.text
     revoked = await client.post(
@@ -232,7 +238,7 @@ async def test_no_consent_without_an_active_agreement_for_that_purpose(
     current = await client.get(
         f"/subjects/me/consents/{granted.json()['consent']['consent_id']}", headers=me
     )
-    assert current.json()["status"] == "granted"
+    assert current.json()["status"] == "expired"
     assert current.json()["agreement_status"] == "revoked"
     assert current.json()["effective"] is False
 
@@ -358,6 +364,13 @@ async def test_a_consent_expires_within_5_s_of_the_end_of_its_period(
     )
     assert current.json()["status"] == "expired"
     assert current.json()["effective"] is False
+    # An expired consent is not the subject's to withdraw: a conflict.
+    cid = granted.json()["consent"]["consent_id"]
+    _problem(
+        await client.post(f"/subjects/me/consents/{cid}/withdraw", headers=me),
+        409,
+        "consent-not-active",
+    )
 
 
 async def test_withdraw_is_not_a_2xx_while_kafka_is_down(
@@ -395,5 +408,89 @@ async def test_withdraw_is_not_a_2xx_while_kafka_is_down(
         "SELECT status FROM subject_consents WHERE consent_id = $1", cid
     )
     assert status == "withdrawn"
+    # The subject retries while Kafka is still down: the same answer, not
+    # "not active".
+    retried = await client.post(f"/subjects/me/consents/{cid}/withdraw", headers=me)
+    _problem(retried, 503, "event-not-acknowledged")
     await private_kafka.start()
     await eventually(backlog_empty, timeout_s=SETUP_WAIT_S)
+    # Once the event is on Kafka, the retry gets the first call's success,
+    # with the withdrawal's receipt; the ledger holds one withdrawal.
+    after = await client.post(f"/subjects/me/consents/{cid}/withdraw", headers=me)
+    assert after.status_code == 200, after.text
+    assert after.json()["consent"]["status"] == "withdrawn"
+    assert after.json()["deliveries_stop_within_s"] == 1.0
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    receipt = _verify_receipt(after.json()["receipt"], jwks)
+    assert receipt["event"]["type"] == "withdrawn"
+    assert receipt["event"]["ledger_sequence"] == after.json()["consent"]["ledger_sequence"]
+    withdrawals = await personal.parties.consent.pool.fetchval(
+        "SELECT count(*) FROM ledger WHERE entity_id = $1 AND change = 'withdrawn'", cid
+    )
+    assert withdrawals == 1
+
+
+async def test_an_agreement_that_ends_ends_the_consents_granted_within_it(
+    start_consent: ConsentFactory,
+    catalog_topic: CatalogTopic,
+    producer: Producer,
+    kafka_settings: KafkaSettings,
+) -> None:
+    personal = await _personal(start_consent, catalog_topic, producer)
+    client = personal.parties.consent.client
+    pool = personal.parties.consent.pool
+    tail = await TopicTail.at_end(kafka_settings.bootstrap_servers, CONSENT_EVENTS)
+    subjects = [f"subj-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    consents: dict[str, str] = {}
+    for subject in subjects:
+        me = _token(subject, personal.dataset)
+        granted = await client.post("/subjects/me/consents", json=_consent(personal), headers=me)
+        assert granted.status_code == 201, granted.text
+        consents[subject] = granted.json()["consent"]["consent_id"]
+    # One withdrawn before: it stays withdrawn, with no row more.
+    first = subjects[0]
+    withdrawn = await client.post(
+        f"/subjects/me/consents/{consents[first]}/withdraw",
+        headers=_token(first, personal.dataset),
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+
+    revoked = await client.post(
+        f"/agreements/{personal.agreement_id}/revoke",
+        json={"reason": "breach of terms"},
+        headers=personal.parties.publisher.headers,
+    )
+    assert revoked.status_code == 200, revoked.text
+    agreement_row = revoked.json()["agreement"]["ledger_sequence"]
+
+    # The live consent ended in the revocation's transaction: its ledger row
+    # right after the agreement's, its projection, its event with the reason.
+    second = subjects[1]
+    me = _token(second, personal.dataset)
+    current = await client.get(f"/subjects/me/consents/{consents[second]}", headers=me)
+    assert current.json()["status"] == "expired"
+    assert current.json()["effective"] is False
+    assert current.json()["ledger_sequence"] == agreement_row + 1
+    history = (await client.get("/subjects/me/history", headers=me)).json()
+    assert [h["change"] for h in history] == ["granted", "expired"]
+    assert history[1]["payload"] == {
+        "reason": "agreement revoked",
+        "agreement_id": personal.agreement_id,
+    }
+    assert history[1]["actor"] == f"org:{personal.parties.publisher.org_id}"
+    events = await _events_keyed(tail, _key(personal, second), expect=2)
+    assert [e["type"] for e in events] == [
+        "org.datapolis.consent.granted.v1",
+        "org.datapolis.consent.expired.v1",
+    ]
+    assert events[1]["data"]["reason"] == "agreement revoked"
+    assert events[1]["data"]["ledger_sequence"] == agreement_row + 1
+    assert [
+        r["change"]
+        for r in await pool.fetch(
+            "SELECT change FROM ledger WHERE entity_id = $1 ORDER BY sequence", consents[first]
+        )
+    ] == ["granted", "withdrawn"]
+    async with pool.acquire() as conn:
+        verification = await verify_chain(conn)
+    assert verification.ok, verification

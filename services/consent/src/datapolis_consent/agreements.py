@@ -27,11 +27,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from datapolis_consent import ledger
+from datapolis_consent import ledger, subjects
+from datapolis_consent.changes import (
+    NotYetPublished,
+    Text,
+    event_id_for,
+)
 from datapolis_consent.datasets import (
     Dataset,
     check_fields,
@@ -53,7 +58,7 @@ from datapolis_consent.receipts import (
     build_receipt,
 )
 from datapolis_shared.auth import Principal
-from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, NotFound
 from datapolis_shared.events.consent import (
     AgreementAmended,
     AgreementExpired,
@@ -72,6 +77,8 @@ WRITE_SCOPE = "consent"
 READ_SCOPES = ("read", "consent")
 SYSTEM_EXPIRY = "system:expiry"
 SYSTEM_RETIREMENT = "system:retirement"
+# The changes that end a granted agreement, and with it its subjects' consents.
+_ENDINGS = frozenset({"revoked", "terminated", "expired"})
 
 
 # -- errors -------------------------------------------------------------------
@@ -126,20 +133,6 @@ class NothingToAmend(InvalidInput):
 
 # -- what callers send and get ------------------------------------------------
 
-
-def _storable_text(text: str) -> str:
-    # PostgreSQL text holds neither NUL nor a lone surrogate: refused here as
-    # bad input rather than failing in the driver.
-    if "\x00" in text:
-        raise ValueError("text cannot hold the NUL character")
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise ValueError("text cannot hold a lone surrogate") from None
-    return text
-
-
-Text = Annotated[str, AfterValidator(_storable_text)]
 
 _Name = Field(min_length=1, max_length=200)
 _Reason = Field(min_length=1, max_length=2000, description="why, in words the other party reads")
@@ -546,6 +539,13 @@ async def _record(
     actor: str,
     payload: dict[str, ledger.JsonValue],
 ) -> Change:
+    # An agreement that ends takes the consents granted within it along, in
+    # this transaction; they are locked before the ledger's head (see
+    # subjects.LIVE_OF_AGREEMENT).
+    ends_consents = before.status == "granted" and change in _ENDINGS
+    consents = (
+        await subjects.lock_granted_within(conn, before.agreement_id) if ends_consents else []
+    )
     entry = await ledger.append(
         conn,
         entity_kind="agreement",
@@ -599,8 +599,25 @@ async def _record(
         event = AgreementTerminated(**base, reason=agreement.reason)
     else:
         event = AgreementExpired(**base)
-    event_id = await enqueue(conn, event)
+    event_id = await enqueue(conn, event, id=event_id_for(entry.hash))
+    if consents:
+        await subjects.end_with_agreement(conn, consents, agreement_change=change, actor=actor)
     return Change(agreement, entry, event_id, change)
+
+
+async def _repeated(
+    conn: Connection, agreement: Agreement, change: str, actor: str
+) -> Change | None:
+    """The change that ended ``agreement``, when it is the one asked again
+    (same change, same actor, same reason: the caller's retry, after a 503
+    or a lost answer); None otherwise. The retry then answers as the first
+    call would have: once the change's event is acknowledged."""
+    if agreement.status != change:
+        return None
+    entry = await ledger.entry_at(conn, agreement.ledger_sequence)
+    if entry is None or entry.change != change or entry.actor != actor:
+        return None
+    return Change(agreement, entry, event_id_for(entry.hash), change)
 
 
 async def grant(pool: Pool, caller: Principal, agreement_id: str, terms: Terms) -> Change:
@@ -643,10 +660,15 @@ async def amend(pool: Pool, caller: Principal, agreement_id: str, terms: Terms) 
 
 
 async def refuse(pool: Pool, caller: Principal, agreement_id: str, body: Reason) -> Change:
+    """Refuses a request; the same refusal asked again answers as the first."""
     return await _publisher_ends(pool, caller, agreement_id, body, "requested", "refused")
 
 
 async def revoke(pool: Pool, caller: Principal, agreement_id: str, body: Reason) -> Change:
+    """Revokes a granted agreement. The same revocation asked again (same
+    reason) answers with the change already recorded, not a conflict: a
+    publisher retrying after a 503 learns whether it is on Kafka by now.
+    Another reason, or an agreement ended otherwise, is a conflict."""
     return await _publisher_ends(pool, caller, agreement_id, body, "granted", "revoked")
 
 
@@ -663,6 +685,10 @@ async def _publisher_ends(
     async with pool.acquire() as conn, conn.transaction():
         before = await _locked(conn, caller, agreement_id)
         _require_publisher(caller, before)
+        if before.reason == body.reason:
+            repeated = await _repeated(conn, before, change, f"org:{caller.org_id}")
+            if repeated is not None:
+                return repeated
         _require_status(before, status, "refuse" if change == "refused" else "revoke")
         after = before.model_copy(update={"status": change, "reason": body.reason})
         return await _record(
@@ -676,6 +702,9 @@ async def _publisher_ends(
 
 
 async def terminate(pool: Pool, caller: Principal, agreement_id: str, body: Termination) -> Change:
+    """Terminates a granted agreement; asked again with the same reason, it
+    answers with the termination already recorded (as :func:`revoke`).
+    An agreement terminated by its dataset's retirement is a conflict."""
     caller.require(WRITE_SCOPE)
     async with pool.acquire() as conn, conn.transaction():
         before = await _locked(conn, caller, agreement_id)
@@ -684,6 +713,10 @@ async def terminate(pool: Pool, caller: Principal, agreement_id: str, body: Term
                 "only the consumer terminates an agreement (the publisher revokes it)",
                 agreement_id=agreement_id,
             )
+        if before.reason == body.reason:
+            repeated = await _repeated(conn, before, "terminated", f"org:{caller.org_id}")
+            if repeated is not None:
+                return repeated
         _require_status(before, "granted", "terminate")
         after = before.model_copy(update={"status": "terminated", "reason": body.reason})
         return await _record(
@@ -755,17 +788,6 @@ async def on_dataset_retired(conn: Connection, dataset: Dataset) -> None:
 
 
 # -- publication -----------------------------------------------------------------
-
-# The bound within which deliveries stop once a revocation's event is on
-# Kafka (notify's promise), stated in the answer.
-DELIVERIES_STOP_WITHIN_S = 1.0
-
-
-class NotYetPublished(Unavailable):
-    """The change is committed, but Kafka did not acknowledge its event in
-    time: the outbox relay publishes it once Kafka answers again."""
-
-    code = "event-not-acknowledged"
 
 
 async def wait_published(pool: Pool, change: Change, *, timeout_s: float) -> None:

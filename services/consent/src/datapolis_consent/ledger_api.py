@@ -1,5 +1,7 @@
 """The ledger over HTTP: its published checkpoints (public), and verification
-of the chain or of one agreement's or consent's rows (operator only)."""
+of the chain or of one agreement's or consent's rows: the whole chain and any
+rows by the operator, an agreement's rows by its parties too (a subject
+verifies their consent's rows under /subjects/me, see api.subjects)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,20 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from datapolis_consent import agreements
+from datapolis_consent.api import problems as p
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.ledger.jws import KeyRingSigner
 from datapolis_consent.ledger.publish import StoredCheckpoint, latest_checkpoint, list_checkpoints
 from datapolis_consent.ledger.verify import EntityNotInLedger, verify_chain, verify_entity
-from datapolis_shared.errors import NotFound
+from datapolis_shared.errors import Forbidden, NotFound
 from datapolis_shared.http.app import Caller, RuntimeDep
-from datapolis_shared.http.openapi import OPERATOR_ONLY, ProblemCode, problem_responses
+from datapolis_shared.http.openapi import (
+    MISSING_SCOPE,
+    OPERATOR_ONLY,
+    ProblemCode,
+    problem_responses,
+)
 from datapolis_shared.http.strict_json import StrictJsonRoute
 
 NO_CHECKPOINT_YET = ProblemCode(
@@ -60,6 +69,23 @@ class CheckpointPage(BaseModel):
     )
 
 
+Tokens = list[Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_CHARS)]]
+_TOKENS_DESCRIPTION = (
+    "checkpoint tokens published earlier that the caller kept; the rows are "
+    "checked against them besides the stored ones"
+)
+
+
+class CheckpointTokens(BaseModel):
+    """What a party brings to the verification of its own rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoints: Tokens = Field(
+        default_factory=list, max_length=MAX_TOKENS, description=_TOKENS_DESCRIPTION
+    )
+
+
 class VerifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,11 +95,8 @@ class VerifyRequest(BaseModel):
     consent_id: str | None = Field(
         default=None, min_length=1, max_length=200, description="only this consent's rows"
     )
-    checkpoints: list[Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_CHARS)]] = Field(
-        default_factory=list,
-        max_length=MAX_TOKENS,
-        description="checkpoint tokens published earlier that the caller kept; the rows are "
-        "checked against them besides the stored ones",
+    checkpoints: Tokens = Field(
+        default_factory=list, max_length=MAX_TOKENS, description=_TOKENS_DESCRIPTION
     )
 
     @model_validator(mode="after")
@@ -116,7 +139,8 @@ class VerificationOut(BaseModel):
     broken: ChainBreakOut | None = Field(description="the first break found; null when intact")
 
 
-def _signer(request: Request) -> KeyRingSigner:
+def signer_of(request: Request) -> KeyRingSigner:
+    """The app's receipt keys, as the ledger's signer."""
     keys: KeyRing = request.app.state.receipt_keys
     return KeyRingSigner(keys)
 
@@ -160,18 +184,29 @@ async def get_checkpoints(
 @router.post(
     "/verify",
     response_model=VerificationOut,
-    summary="Verify the ledger, or one agreement's or consent's rows (operator only)",
+    summary="Verify the ledger (the operator), or one agreement's rows (its parties too)",
     description="Recomputes the hash chain and checks it against every stored checkpoint and "
     "the `checkpoints` given. Answers 200 either way: `ok` says whether the rows are intact, "
     "`broken` names the first break (a row altered, deleted or reordered, or history "
-    "rewritten since a checkpoint).",
-    responses=problem_responses(OPERATOR_ONLY, NOT_IN_LEDGER),
+    "rewritten since a checkpoint). The operator verifies the whole chain, or any "
+    "agreement's or consent's rows; the publisher or the consumer of an agreement verifies "
+    "that agreement's rows (`agreement_id`), and no other; a data subject verifies their "
+    "consent's rows at `POST /subjects/me/consents/{consent_id}/verify`.",
+    responses=problem_responses(MISSING_SCOPE, OPERATOR_ONLY, p.AGREEMENT_NOT_FOUND, NOT_IN_LEDGER),
 )
 async def verify(
     body: VerifyRequest, caller: Caller, runtime: RuntimeDep, request: Request
 ) -> dict[str, Any]:
-    caller.require_operator()
-    signer = _signer(request)
+    if not caller.is_operator:
+        if body.agreement_id is None:
+            raise Forbidden(
+                "only the operator verifies the whole chain or a consent's rows; a party "
+                "verifies its own agreement's rows (agreement_id)",
+                code=OPERATOR_ONLY.code,
+            )
+        # A party's own agreement, or not found: never another party's rows.
+        await agreements.get_agreement(runtime.pool, caller, body.agreement_id)
+    signer = signer_of(request)
     try:
         async with runtime.pool.acquire() as conn:
             if body.agreement_id is not None:

@@ -5,7 +5,8 @@ agreement of that consumer on that dataset whose purposes include it.
 ::
 
     granted --withdraw--> withdrawn
-       '--(period ends)--> expired
+       |--(period ends)--> expired
+       '--(its agreement ends)--> expired
 
 The subject is who their subject token says (``sub``, pseudonymous per
 issuer) for the dataset it names (``dataset``). Every change is one
@@ -16,7 +17,8 @@ reach Kafka in the order of their changes. A subject sees only their own
 consents: anyone else's does not exist.
 
 A consent is effective only while its agreement is granted: reads compute
-``effective`` from both (notify enforces it on delivery).
+``effective`` from both, and a consent still granted when its agreement ends
+ends with it, in the agreement's transaction (:func:`end_with_agreement`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from datapolis_consent import ledger
-from datapolis_consent.agreements import NotYetPublished, Text
+from datapolis_consent.changes import NotYetPublished, Text, event_id_for
 from datapolis_consent.datasets import Dataset, get_dataset
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.purposes import PURPOSES
@@ -193,6 +195,13 @@ LIST_OWN = (
     _SELECT
     + "WHERE c.dataset_id = $1 AND c.subject_id = $2 AND c.issuer = $3 "
     + "ORDER BY c.granted_at, c.consent_id"
+)
+# The consents granted within an agreement that is ending, locked before the
+# agreement's ledger row is appended (the head lock comes after the consents'
+# row locks, as in a withdrawal, so the two never wait for each other).
+LIVE_OF_AGREEMENT = (
+    _SELECT
+    + "WHERE c.agreement_id = $1 AND c.status = 'granted' ORDER BY c.consent_id FOR UPDATE OF c"
 )
 NEXT_EXPIRED = (
     _SELECT
@@ -441,20 +450,31 @@ async def grant(pool: Pool, claims: SubjectClaims, body: ConsentRequest) -> Chan
                 valid_from=consent.valid_from,
                 valid_until=consent.valid_until,
             ),
+            id=event_id_for(entry.hash),
         )
         return Change(consent, entry, event_id, "granted", dataset.publisher_id)
 
 
 async def _end(
-    conn: Connection, row: Any, status: Literal["withdrawn", "expired"], actor: str
+    conn: Connection,
+    row: Any,
+    status: Literal["withdrawn", "expired"],
+    actor: str,
+    *,
+    reason: str | None = None,
 ) -> Change:
     dataset = await get_dataset(conn, row["dataset_id"])
+    payload: dict[str, ledger.JsonValue] = {}
+    if reason is not None:
+        payload = {"reason": reason, "agreement_id": row["agreement_id"]}
+    elif status == "expired":
+        payload = {"valid_until": row["valid_until"].isoformat()}
     entry = await ledger.append(
         conn,
         entity_kind="consent",
         entity_id=row["consent_id"],
         change=status,
-        payload={"valid_until": row["valid_until"].isoformat()} if status == "expired" else {},
+        payload=payload,
         actor=actor,
     )
     await conn.execute(
@@ -465,17 +485,33 @@ async def _end(
     if status == "withdrawn":
         event = ConsentWithdrawn(**_event_base(consent, entry))
     else:
-        event = ConsentExpired(**_event_base(consent, entry))
-    event_id = await enqueue(conn, event)
+        event = ConsentExpired(**_event_base(consent, entry), reason=reason)
+    event_id = await enqueue(conn, event, id=event_id_for(entry.hash))
     return Change(consent, entry, event_id, status, dataset.publisher_id)
 
 
 async def withdraw(pool: Pool, claims: SubjectClaims, consent_id: str) -> Change:
+    """Withdraws a granted consent. Withdrawing it again answers as the first
+    withdrawal did; a consent that expired (or ended with its agreement) is a
+    conflict."""
     async with pool.acquire() as conn, conn.transaction():
         dataset = await _token_dataset(conn, claims)
         row = await conn.fetchrow(LOCK_ONE, consent_id) if _storable(consent_id) else None
         if row is None or not _owned(row, claims, dataset):
             raise _not_found(consent_id)
+        if row["status"] == "withdrawn":
+            # Withdrawn already, by this subject (no one else withdraws): a
+            # retry after a 503 or a lost answer gets the answer of the first
+            # call, once its event is acknowledged.
+            entry = await ledger.entry_at(conn, row["ledger_sequence"])
+            if entry is not None and entry.change == "withdrawn":
+                return Change(
+                    _consent(row),
+                    entry,
+                    event_id_for(entry.hash),
+                    "withdrawn",
+                    dataset.publisher_id,
+                )
         if row["status"] != "granted":
             raise ConsentNotActive(
                 f"cannot withdraw a consent that is {row['status']}",
@@ -483,6 +519,24 @@ async def withdraw(pool: Pool, claims: SubjectClaims, consent_id: str) -> Change
                 consent_status=row["status"],
             )
         return await _end(conn, row, "withdrawn", f"subject:{claims.subject}")
+
+
+async def lock_granted_within(conn: Connection, agreement_id: str) -> list[Any]:
+    """The granted consents of ``agreement_id``, locked in the caller's
+    transaction, for :func:`end_with_agreement`."""
+    return list(await conn.fetch(LIVE_OF_AGREEMENT, agreement_id))
+
+
+async def end_with_agreement(
+    conn: Connection, locked: list[Any], *, agreement_change: str, actor: str
+) -> list[Change]:
+    """In the transaction that ends their agreement (revoked, terminated,
+    expired, or ended with its dataset): each consent in ``locked`` expires
+    too, with a ledger row and a ``ConsentExpired`` event of its own, keyed
+    as its other events, whose reason names the agreement's end. A consent
+    is never left granted within an agreement that is over."""
+    reason = f"agreement {agreement_change}"
+    return [await _end(conn, row, "expired", actor, reason=reason) for row in locked]
 
 
 async def expire_next(pool: Pool) -> Change | None:

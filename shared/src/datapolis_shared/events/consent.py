@@ -124,6 +124,9 @@ class ConsentWithdrawn(_SubjectConsentEvent):
 
 @register
 class ConsentExpired(_SubjectConsentEvent):
-    """The consent's period ended."""
+    """The consent ended without its subject: its period ended, or the
+    agreement it was granted within ended (``reason``: ``agreement revoked``,
+    ``agreement terminated``, ``agreement expired``; None: its own period)."""
 
     type: ClassVar[str] = "org.datapolis.consent.expired.v1"
+    reason: str | None = None

@@ -99,7 +99,58 @@ NOTIFY_CHANNEL = "datapolis_outbox"
 REPORT_INTERVAL_S = 5.0
 
 
-IS_PUBLISHED = "SELECT published_at IS NOT NULL FROM outbox WHERE event_id = $1"
+PUBLISHED_AMONG = """
+SELECT event_id FROM outbox WHERE event_id = ANY($1::text[]) AND published_at IS NOT NULL
+"""
+# How often the calls waiting for their events look: one query for all of
+# them, so the wait adds at most this to an answer, and many waiting calls
+# cost no more connections than one.
+PUBLISHED_POLL_S = 0.002
+
+
+class _PublicationWatch:
+    """Every call of one pool waiting for its event, answered by one poll."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.waiting: dict[str, list[asyncio.Future[None]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def wait(self, event_id: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(event_id, []).append(future)
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = asyncio.create_task(self._poll(), name="outbox-published-watch")
+        return future
+
+    async def _poll(self) -> None:
+        try:
+            while self.waiting:
+                try:
+                    published = await self.pool.fetch(PUBLISHED_AMONG, list(self.waiting))
+                except Exception:  # PostgreSQL away: the callers time out
+                    log.debug("checking published events failed", exc_info=True)
+                    published = []
+                for row in published:
+                    for future in self.waiting.pop(row["event_id"], []):
+                        if not future.done():
+                            future.set_result(None)
+                # Callers that gave up (timed out, cancelled) wait no more.
+                for event_id, futures in list(self.waiting.items()):
+                    alive = [future for future in futures if not future.done()]
+                    if alive:
+                        self.waiting[event_id] = alive
+                    else:
+                        del self.waiting[event_id]
+                if self.waiting:
+                    await asyncio.sleep(PUBLISHED_POLL_S)
+        finally:
+            if _WATCHES.get(id(self.pool)) is self:
+                del _WATCHES[id(self.pool)]
+
+
+_WATCHES: dict[int, _PublicationWatch] = {}
 
 
 async def published_within(pool: Pool, event_id: str, *, timeout_s: float) -> bool:
@@ -107,14 +158,15 @@ async def published_within(pool: Pool, event_id: str, *, timeout_s: float) -> bo
     within ``timeout_s``: for a call that must answer only once its change
     is on Kafka. It waits for the relay (woken by the commit's NOTIFY)
     rather than publishing itself, which would race the relay and could put
-    one key's events out of order."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.002
-    while not await pool.fetchval(IS_PUBLISHED, event_id):
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    one key's events out of order. The calls waiting on one pool share one
+    poll every ``PUBLISHED_POLL_S``."""
+    watch = _WATCHES.get(id(pool))
+    if watch is None or watch.pool is not pool:
+        watch = _WATCHES[id(pool)] = _PublicationWatch(pool)
+    try:
+        await asyncio.wait_for(watch.wait(event_id), timeout=timeout_s)
+    except TimeoutError:
+        return False
     return True
 
 

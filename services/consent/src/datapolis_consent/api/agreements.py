@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from datapolis_consent import agreements
 from datapolis_consent.agreements import (
-    DELIVERIES_STOP_WITHIN_S,
     Agreement,
     AgreementRequest,
     Change,
@@ -18,6 +17,7 @@ from datapolis_consent.agreements import (
     Terms,
 )
 from datapolis_consent.api import problems as p
+from datapolis_consent.changes import DELIVERIES_STOP_WITHIN_S
 from datapolis_consent.keys import KeyRing
 from datapolis_consent.settings import ConsentSettings
 from datapolis_shared.http.app import Caller, RuntimeDep

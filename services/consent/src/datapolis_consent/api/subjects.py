@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from datapolis_consent import subjects
-from datapolis_consent.agreements import DELIVERIES_STOP_WITHIN_S
 from datapolis_consent.api import problems as p
 from datapolis_consent.api.agreements import PoolDep
+from datapolis_consent.changes import DELIVERIES_STOP_WITHIN_S
 from datapolis_consent.keys import KeyRing
+from datapolis_consent.ledger.verify import EntityNotInLedger, verify_entity
+from datapolis_consent.ledger_api import NOT_IN_LEDGER, CheckpointTokens, VerificationOut, signer_of
 from datapolis_consent.settings import ConsentSettings
 from datapolis_consent.subject_tokens import (
     InvalidSubjectToken,
@@ -25,6 +27,7 @@ from datapolis_consent.subjects import (
     SubjectConsent,
     SubjectExport,
 )
+from datapolis_shared.errors import NotFound
 from datapolis_shared.http.openapi import ProblemCode, own_security, problem_responses
 from datapolis_shared.http.strict_json import StrictJsonRoute
 
@@ -183,3 +186,36 @@ async def history(claims: Subject, pool: PoolDep) -> list[HistoryEntry]:
 )
 async def export(claims: Subject, pool: PoolDep) -> SubjectExport:
     return await subjects.export(pool, claims)
+
+
+@router.post(
+    "/consents/{consent_id}/verify",
+    response_model=VerificationOut,
+    summary="Verify the ledger rows of one of the subject's consents",
+    description="Recomputes the hash chain over the consent's rows and the links they sit "
+    "on, through the first checkpoint after them, and checks it against every stored "
+    "checkpoint and the `checkpoints` the subject kept. Answers 200 either way: `ok` says "
+    "whether the rows are intact, `broken` names the first break. Another subject's consent "
+    "is not found.",
+    responses=problem_responses(*_TOKEN_CODES, p.CONSENT_NOT_FOUND, NOT_IN_LEDGER),
+    openapi_extra=_SECURITY,
+)
+async def verify(
+    consent_id: ConsentId,
+    claims: Subject,
+    pool: PoolDep,
+    request: Request,
+    body: CheckpointTokens | None = None,
+) -> dict[str, Any]:
+    # The subject's own consent, or not found.
+    consent = await subjects.get_consent(pool, claims, consent_id)
+    tokens = body.checkpoints if body is not None else []
+    try:
+        async with pool.acquire() as conn:
+            result = await verify_entity(
+                conn, "consent", consent.consent_id, signer=signer_of(request), tokens=tokens
+            )
+    except EntityNotInLedger as exc:
+        # The consent is recorded, its rows are not: they were deleted.
+        raise NotFound(str(exc), code=NOT_IN_LEDGER.code) from exc
+    return result.as_dict()

@@ -33,7 +33,7 @@ from datapolis_consent.ledger.publish import (
     latest_checkpoint,
     list_checkpoints,
 )
-from datapolis_consent.ledger.store import Head, NotInTransaction, append, head
+from datapolis_consent.ledger.store import Head, NotInTransaction, append, entry_at, head
 from datapolis_consent.ledger.verify import (
     ChainBreak,
     EntityNotInLedger,
@@ -65,6 +65,7 @@ __all__ = [
     "canonical_entry",
     "checkpoint_if_moved",
     "create_checkpoint",
+    "entry_at",
     "entry_hash",
     "head",
     "latest_checkpoint",

@@ -30,10 +30,15 @@ from datapolis_consent.ledger.chain import (
     Payload,
     canonical_payload,
     check_change,
+    decode_payload,
     entry_hash,
 )
 from datapolis_shared.postgres.pool import Connection
 
+ENTRY_AT = """
+SELECT sequence, entity_kind, entity_id, change, payload::text, actor, recorded_at, prev_hash, hash
+FROM ledger WHERE sequence = $1
+"""
 LOCK_HEAD = "SELECT sequence, hash, recorded_at FROM ledger_head FOR UPDATE"
 READ_HEAD = "SELECT sequence, hash, recorded_at FROM ledger_head"
 # The payload goes in as text and is cast by PostgreSQL, whatever JSON codec
@@ -135,4 +140,22 @@ async def append(
         recorded_at=recorded_at,
         prev_hash=prev_hash,
         hash=digest,
+    )
+
+
+async def entry_at(conn: Connection, sequence: int) -> LedgerEntry | None:
+    """The row at ``sequence``, as recorded (None if there is none)."""
+    row = await conn.fetchrow(ENTRY_AT, sequence)
+    if row is None:
+        return None
+    return LedgerEntry(
+        sequence=row["sequence"],
+        entity_kind=row["entity_kind"],
+        entity_id=row["entity_id"],
+        change=row["change"],
+        payload=decode_payload(row["payload"]),
+        actor=row["actor"],
+        recorded_at=row["recorded_at"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
     )

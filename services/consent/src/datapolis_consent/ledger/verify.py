@@ -50,6 +50,10 @@ SELECT sequence, entity_kind, entity_id, change, payload::text, actor, recorded_
 FROM ledger WHERE sequence >= $1 AND sequence <= $2 ORDER BY sequence
 """
 HASH_AT = "SELECT hash FROM ledger WHERE sequence = $1"
+CHANGE_AT = "SELECT change FROM ledger WHERE sequence = $1"
+# The change that opens each kind of entity's history: the first row about an
+# agreement or a consent is always this one.
+OPENING = {"agreement": "requested", "consent": "granted"}
 SEQUENCE_OF_HASH = "SELECT sequence FROM ledger WHERE hash = $1"
 ENTITY_SPAN = """
 SELECT min(sequence) AS first, max(sequence) AS last, count(*) AS rows
@@ -157,7 +161,8 @@ async def verify_entity(
     tokens: Iterable[str] = (),
 ) -> Verification:
     """Checks one agreement's or consent's rows and the links they sit on:
-    the chain from its first row to the row after its last one, and on to the
+    its first row opens its history (a request, a consent's grant), and the
+    chain holds from that row to the row after its last one, and on to the
     first checkpoint at or after its last row, which proves they are part of
     the signed history. Raises :class:`EntityNotInLedger`."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -170,6 +175,17 @@ async def verify_entity(
         enforced = await _enforced(conn)
         if invalid is not None:
             return _result(first, _Walk(broken=invalid), current, enforced)
+        opening = await conn.fetchval(CHANGE_AT, first)
+        if opening != OPENING[entity_kind]:
+            # Its first rows were deleted: the walk below starts from the
+            # rows left and could not tell.
+            cut = ChainBreak(
+                first,
+                "missing",
+                f"the first row about {entity_kind} {entity_id} is {opening!r}, not "
+                f"{OPENING[entity_kind]!r}: its earlier rows were deleted",
+            )
+            return _result(first, _Walk(last_sequence=first - 1, broken=cut), current, enforced)
         covering = [c.sequence for c in checkpoints if c.sequence >= last]
         end = max(min(last + 1, current.sequence), min(covering, default=0))
         anchor = GENESIS_HASH
