@@ -18,6 +18,7 @@ export NOTIFY_PORT ?= 8004
 export CATALOG_WORKER_PORT ?= 8101
 export INGEST_WORKER_PORT ?= 8102
 export CONSENT_WORKER_PORT ?= 8103
+export NOTIFY_WORKER_PORT ?= 8104
 
 LOCAL := deploy/local
 VENV := .venv/bin
@@ -51,7 +52,8 @@ up: migrate ## run the platform: Kafka, PostgreSQL, migrations, the four service
 	@echo "  notify       http://127.0.0.1:$(NOTIFY_PORT)/docs"
 	@echo "  workers      catalog http://127.0.0.1:$(CATALOG_WORKER_PORT)/readyz," \
 	      "ingest http://127.0.0.1:$(INGEST_WORKER_PORT)/readyz," \
-	      "consent http://127.0.0.1:$(CONSENT_WORKER_PORT)/readyz (and /metrics)"
+	      "consent http://127.0.0.1:$(CONSENT_WORKER_PORT)/readyz," \
+	      "notify http://127.0.0.1:$(NOTIFY_WORKER_PORT)/readyz (and /metrics)"
 	@echo "  operator key dpk_operator_dev-only-operator-key-change-me (development only)"
 	@echo "  logs         .local/logs/   stop with: make down"
 
@@ -76,7 +78,7 @@ test-unit: ## unit tests only (nothing running needed)
 lint: ## ruff, mypy strict, the import contract, shellcheck
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	$(VENV)/mypy shared/src services/catalog/src services/ingest/src services/consent/src services/notify/src
+	$(VENV)/mypy shared/src services/catalog/src services/ingest/src services/consent/src services/notify/src cli/src
 	$(VENV)/lint-imports
 	@if command -v shellcheck >/dev/null; then shellcheck deploy/local/*.sh .ci/run; \
 	 else echo "shellcheck not installed; skipped (apt-get install shellcheck)"; fi
@@ -96,6 +98,9 @@ bench: infra ## benchmarks: ingest against the real broker, the record-id window
 	 $(VENV)/python bench/consent.py
 	@$(VENV)/python bench/webhook_sender.py
 	@$(VENV)/python bench/entitlements.py
+	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
+	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
+	 $(VENV)/python bench/notify_fanout.py
 	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
 	 $(VENV)/python bench/sse.py

@@ -18,10 +18,10 @@ declare -A PORT=(
   [consent]="${CONSENT_PORT:-8003}" [notify]="${NOTIFY_PORT:-8004}"
 )
 # Services that also run a stream worker, and the port of its probes and metrics.
-WORKERS=(catalog ingest consent)
+WORKERS=(catalog ingest consent notify)
 declare -A WORKER_PORT=(
   [catalog]="${CATALOG_WORKER_PORT:-8101}" [ingest]="${INGEST_WORKER_PORT:-8102}"
-  [consent]="${CONSENT_WORKER_PORT:-8103}"
+  [consent]="${CONSENT_WORKER_PORT:-8103}" [notify]="${NOTIFY_WORKER_PORT:-8104}"
 )
 
 die() { echo "services.sh: $*" >&2; exit 1; }

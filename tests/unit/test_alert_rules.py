@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from datapolis_notify.delivery.metrics import DeliveryMetrics
 from datapolis_shared.metrics import ServiceMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,11 @@ PROVEN: dict[str, list[str]] = {
     "kafka_consumergroup_current_offset": [
         "tests/integration/ingest/test_raw_worker.py::"
         "test_raw_records_are_validated_forwarded_and_committed"
+    ],
+    # The notify worker's deliveries by channel and outcome.
+    "datapolis_notify_deliveries_total": [
+        "tests/integration/notify/delivery/test_retries.py::"
+        "test_a_message_whose_retries_are_exhausted_is_dead"
     ],
     "kafka_consumergroup_lag": [
         "tests/integration/ingest/test_raw_worker.py::"
@@ -116,6 +122,7 @@ def test_every_alert_rests_on_series_a_test_moves() -> None:
 
 def test_the_services_series_the_alerts_read_are_exported() -> None:
     registry = ServiceMetrics("any").registry
+    DeliveryMetrics(registry)  # the notify worker's, on the same registry
     exported = set()
     for family in registry.collect():
         exported.add(family.name)

@@ -1,0 +1,1 @@
+"""datapolis: the platform's command line, a client of the services' HTTP APIs."""
