@@ -38,6 +38,7 @@ from datapolis_notify.ports import (
     NotEntitled,
     RefusalReason,
 )
+from datapolis_notify.projection import project
 from datapolis_notify.subscriptions import SubscriptionNotFound, storable
 from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, Overloaded
 from datapolis_shared.postgres.pool import Pool
@@ -333,18 +334,6 @@ def _subject_id(record: Mapping[str, Any], field: str | None) -> str | None:
 
 def _matches(record: Mapping[str, Any], filter_: Mapping[str, Any]) -> bool:
     return all(name in record and record[name] == want for name, want in filter_.items())
-
-
-def project(
-    record: Mapping[str, Any], agreed: frozenset[str] | None, asked: frozenset[str] | None
-) -> dict[str, Any]:
-    """The record's top-level fields the consumer may receive (``agreed``,
-    None for all) and asked for (``asked``, None for all)."""
-    return {
-        name: value
-        for name, value in record.items()
-        if (agreed is None or name in agreed) and (asked is None or name in asked)
-    }
 
 
 def cloudevent(record: TopicRecord, data: dict[str, Any]) -> dict[str, Any]:
