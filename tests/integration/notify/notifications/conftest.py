@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 import pytest
 import standardwebhooks
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import OffsetAndMetadata
 
 from datapolis_notify.app import create_app
 from datapolis_notify.entitlements.settings import EntitlementSettings
+from datapolis_notify.notifications import CONSUMER
 from datapolis_notify.settings import DeliverySettings, NotifySettings
 from datapolis_notify.webhooks.config import WebhookSettings
 from datapolis_notify.worker import serve
@@ -39,7 +42,7 @@ from tests.integration.notify.entitlements.conftest import (  # noqa: F401
     notify_pool,
     notify_schema,
 )
-from tests.kafka_util import eventually
+from tests.kafka_util import TopicTail, eventually
 
 # Waits for a test's own set-up and for the notifications to arrive, not
 # bounds of the behaviour under test.
@@ -109,6 +112,23 @@ class NotifyUnderTest:
         return events
 
 
+async def skip_history(bootstrap: str, topic: str, group_ids: list[str]) -> None:
+    """Start ``group_ids`` at the current end of the shared ``topic``: a
+    notify deployed now, rather than one reading through what every earlier
+    test left on a long-lived broker (a backlog of thousands of events)."""
+    ends = (await TopicTail.at_end(bootstrap, topic))._start
+    for group_id in group_ids:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign(list(ends))
+            await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
+        finally:
+            await consumer.stop()
+
+
 @pytest.fixture
 async def notify_under_test(
     service_settings: ServiceSettings,
@@ -135,6 +155,11 @@ async def notify_under_test(
             ),
             "worker_http": WorkerHttpSettings(host="127.0.0.1", port=free_port()),
         }
+    )
+    await skip_history(
+        settings.kafka.bootstrap_servers,
+        settings.entitlements.consent_events_topic,
+        [f"datapolis-{settings.service_name}-{name}" for name in ("entitlements", CONSUMER)],
     )
     stop = asyncio.Event()
     worker = asyncio.create_task(serve(settings, stop))
