@@ -212,3 +212,33 @@ async def test_a_new_dataset_in_a_followed_theme_is_notified_to_its_followers_on
         timeout_s=WAIT_S,
     )
     assert await _rows(notify, other["subscription_id"]) == []
+
+
+async def test_the_consumer_hears_its_agreement_ended_when_the_dataset_is_retired(
+    start_consent: ConsentFactory,
+    catalog_topic: CatalogTopic,
+    producer: Producer,
+    notify_under_test: NotifyUnderTest,
+) -> None:
+    notify = notify_under_test
+    parties = await _parties(start_consent, catalog_topic, producer)
+    dataset_id = await _dataset(parties)
+    await notify.until_known(dataset_id, version=1)
+    consumer = await notify.subscribe(
+        parties.consumer.org_id, "consumer", notifications=["agreements"]
+    )
+    agreement = await _requested(parties, dataset_id)
+    granted = await parties.consent.client.post(
+        f"/agreements/{agreement['agreement_id']}/grant", headers=parties.publisher.headers
+    )
+    assert granted.status_code == 200, granted.text
+    slug = (await parties.consent.dataset(dataset_id)).slug
+    # The publisher retires its dataset: consent ends the agreement.
+    await catalog_topic.send(DatasetRetired(dataset_id=dataset_id, slug=slug))
+
+    told = await notify.notifications("consumer", _secret(consumer), 2)
+    assert [e["type"] for e in told] == [AGREEMENTS + "granted.v1", AGREEMENTS + "terminated.v1"]
+    ended = told[1]["data"]
+    assert ended["agreement_id"] == agreement["agreement_id"]
+    assert ended["status"] == "terminated"
+    assert ended["reason"]
