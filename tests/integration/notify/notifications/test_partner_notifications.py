@@ -9,12 +9,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
+from aiokafka import TopicPartition
+
 from datapolis_shared.events.catalog import DatasetRegistered, DatasetRetired, SchemaVersionAdded
-from datapolis_shared.kafka import Producer
+from datapolis_shared.kafka import Producer, TopicSpec, ensure_topics
+from datapolis_shared.settings import KafkaSettings
+from tests.integration.catalog.conftest import delete_topics
 from tests.integration.consent.conftest import METER_SCHEMA, CatalogTopic, ConsentFactory
 from tests.integration.consent.test_agreements import _dataset, _parties, _requested
 from tests.integration.notify.notifications.conftest import WAIT_S, NotifyUnderTest
-from tests.kafka_util import eventually
+from tests.kafka_util import TopicTail, eventually
 
 AGREEMENTS = "org.datapolis.notify.agreement."
 
@@ -242,3 +247,43 @@ async def test_the_consumer_hears_its_agreement_ended_when_the_dataset_is_retire
     assert ended["agreement_id"] == agreement["agreement_id"]
     assert ended["status"] == "terminated"
     assert ended["reason"]
+
+
+async def test_a_kafka_subscription_gets_its_notifications_on_its_topic(
+    catalog_topic: CatalogTopic,
+    notify_under_test: NotifyUnderTest,
+    kafka_settings: KafkaSettings,
+) -> None:
+    notify = notify_under_test
+    registered = await catalog_topic.register(access_level="open")
+    await notify.until_known(registered.dataset_id, version=1)
+    response = await notify.api.post(
+        "/subscriptions",
+        json={"channel": "kafka", "dataset": registered.dataset_id, "notifications": ["datasets"]},
+        headers=await notify.headers_for(f"org-k-{uuid.uuid4().hex[:8]}"),
+    )
+    assert response.status_code == 201, response.text
+    subscription = response.json()
+    topic = subscription["kafka_topic"]
+    try:
+        await catalog_topic.send(
+            DatasetRetired(dataset_id=registered.dataset_id, slug=registered.slug)
+        )
+        found: list[dict[str, Any]] = []
+
+        async def arrived() -> bool:
+            await ensure_topics(kafka_settings, [TopicSpec(topic, 3)])
+            start = {TopicPartition(topic, p): 0 for p in range(3)}
+            tail = TopicTail(kafka_settings.bootstrap_servers, topic, start)
+            found[:] = [orjson.loads(r.value) for r in await tail.read() if r.value]
+            return bool(found)
+
+        await eventually(arrived, timeout_s=WAIT_S)
+        (event,) = found
+        assert event["type"] == "org.datapolis.notify.dataset.retired.v1"
+        assert event["data"]["dataset_id"] == registered.dataset_id
+        (row,) = await _rows(notify, subscription["subscription_id"])
+        assert (row["channel"], row["status"]) == ("kafka", "delivered")
+        assert row["delivery_id"] == event["id"]
+    finally:
+        await delete_topics(kafka_settings.bootstrap_servers, [topic])
