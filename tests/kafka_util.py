@@ -8,6 +8,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
 
 async def read_topic(
@@ -107,3 +108,33 @@ async def eventually(check: object, *, timeout_s: float = 10.0, interval_s: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+async def skip_history(
+    bootstrap: str,
+    topic: str,
+    group_ids: list[str],
+    *,
+    ends: dict[TopicPartition, int] | None = None,
+) -> None:
+    """Start ``group_ids`` at the current end of the shared ``topic`` (or at
+    ``ends``, taken earlier with :func:`topic_ends`): a notify deployed now,
+    rather than one reading through what every earlier test left on a
+    long-lived broker (a backlog of thousands of events)."""
+    if ends is None:
+        ends = await topic_ends(bootstrap, topic)
+    for group_id in group_ids:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign(list(ends))
+            await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
+        finally:
+            await consumer.stop()
+
+
+async def topic_ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    """The next offset of every partition of ``topic`` now."""
+    return (await TopicTail.at_end(bootstrap, topic))._start

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from datapolis_notify.entitlements.feed import EntitlementFeed, start_entitlements
-from datapolis_notify.entitlements.projection import start_entitlement_projection
+from datapolis_notify.entitlements.projection import CONSUMER, start_entitlement_projection
 from datapolis_notify.entitlements.settings import EntitlementSettings
 from datapolis_notify.entitlements.view import Entitlements
 from datapolis_notify.settings import NotifySettings
@@ -29,7 +29,7 @@ from tests.integration.consent.conftest import (  # noqa: F401
     catalog_topic,
     start_consent,
 )
-from tests.kafka_util import eventually
+from tests.kafka_util import eventually, skip_history, topic_ends
 
 # Waits for a test's own set-up, not bounds of the behaviour under test.
 SETUP_WAIT_S = 60
@@ -75,6 +75,9 @@ async def start_notify_projection(
     reading catalog's events from ``catalog_topic``."""
     runtimes: list[Runtime] = []
     feeds: list[EntitlementFeed] = []
+    consent_ends = await topic_ends(
+        service_settings.kafka.bootstrap_servers, EntitlementSettings().consent_events_topic
+    )
 
     async def start(catalog_events_topic: str, **overrides: Any) -> Notify:
         settings = NotifySettings(
@@ -87,6 +90,15 @@ async def start_notify_projection(
                 "entitlements": EntitlementSettings(catalog_events_topic=catalog_events_topic),
                 **overrides,
             }
+        )
+        # Its projection's group starts where the shared consent topic ended
+        # when the test began: the test's own events, not every earlier
+        # test's (thousands on a long-lived broker, minutes to apply).
+        await skip_history(
+            settings.kafka.bootstrap_servers,
+            settings.entitlements.consent_events_topic,
+            [f"datapolis-{settings.service_name}-{CONSUMER}"],
+            ends=consent_ends,
         )
         runtime = Runtime(settings=settings, metrics=ServiceMetrics(settings.service_name))
 

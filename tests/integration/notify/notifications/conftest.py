@@ -15,8 +15,6 @@ from typing import Any
 import httpx
 import pytest
 import standardwebhooks
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import OffsetAndMetadata
 
 from datapolis_notify.app import create_app
 from datapolis_notify.entitlements.settings import EntitlementSettings
@@ -42,7 +40,7 @@ from tests.integration.notify.entitlements.conftest import (  # noqa: F401
     notify_pool,
     notify_schema,
 )
-from tests.kafka_util import TopicTail, eventually
+from tests.kafka_util import eventually, skip_history
 
 # Waits for a test's own set-up and for the notifications to arrive, not
 # bounds of the behaviour under test.
@@ -110,23 +108,6 @@ class NotifyUnderTest:
             assert hit.body["id"] == hit.message_id
             events.append(hit.body)
         return events
-
-
-async def skip_history(bootstrap: str, topic: str, group_ids: list[str]) -> None:
-    """Start ``group_ids`` at the current end of the shared ``topic``: a
-    notify deployed now, rather than one reading through what every earlier
-    test left on a long-lived broker (a backlog of thousands of events)."""
-    ends = (await TopicTail.at_end(bootstrap, topic))._start
-    for group_id in group_ids:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            consumer.assign(list(ends))
-            await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
-        finally:
-            await consumer.stop()
 
 
 @pytest.fixture

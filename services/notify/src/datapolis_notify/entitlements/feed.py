@@ -22,7 +22,9 @@ Metrics: ``datapolis_entitlements_seconds_since_caught_up``,
 ``datapolis_entitlement_events_applied_total``, and
 ``datapolis_entitlement_end_applied_seconds``: for each change that ends an
 entitlement (a revoke, termination, withdrawal or expiry), the time from its
-recording in consent's ledger to its application in this view. The call that
+recording in consent's ledger to its application in this view, counted
+while the view is current (catching up, it decides no non-open delivery
+anyway). The call that
 made it answered after the recording, so an observation above 1 s is the
 only way a delivery could begin later than the bound allows: the alert
 ``DatapolisRevocationBoundAtRisk`` watches it.
@@ -315,9 +317,13 @@ class EntitlementFeed:
             if envelope.type.startswith(CONSENT_TYPES) and isinstance(envelope.data, dict):
                 self.view.distrust(envelope.data)
             return
+        # A change applied while the view is not current (catching up at
+        # start, or after an outage) decided nothing late: until current,
+        # the view refuses every non-open delivery. Only live ones count.
+        live = self.view.is_current()
         if self.view.apply(event) and self._metrics is not None:
             self._metrics.applied.inc()
-            if isinstance(event, ENDING_EVENTS):
+            if live and isinstance(event, ENDING_EVENTS):
                 recorded = getattr(event, "occurred_at", None)
                 if isinstance(recorded, datetime):
                     delay = (datetime.now(UTC) - recorded).total_seconds()
