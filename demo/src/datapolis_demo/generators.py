@@ -267,7 +267,7 @@ class CrowdDensity:
         out = []
         for district in DISTRICTS:
             at_home = district.residents * (1 - 0.55 * day) * 0.92
-            visitors = 9_000 * district.attraction * day
+            visitors = 15_000 * district.attraction * day
             people = max(0, round((at_home + visitors) * (1 + self.rng.gauss(0, 0.02))))
             out.append(
                 {

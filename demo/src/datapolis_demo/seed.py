@@ -82,7 +82,7 @@ async def seed(
         )
         publisher = members[spec.publisher.handle]
         if found.status_code == 200:
-            if found.json().get("publisher_id") != publisher.org_id:
+            if (found.json().get("publisher") or {}).get("org_id") != publisher.org_id:
                 raise StepFailed(
                     f"dataset {spec.slug} exists with another publisher; "
                     "run the demo on a fresh platform (make clean, make up)"

@@ -249,12 +249,14 @@ class Story:
             f"  withdrawn in {(answered - called) * 1000:.0f} ms; the stated bound: {bound:g} s"
         )
         await asyncio.sleep(WATCH_S)
-        theirs = [a.at for a in hook.arrivals if self._resident(a) == leaving and a.at >= called]
-        last = max(theirs, default=called)
+        every = [a.at for a in hook.arrivals if self._resident(a) == leaving]
+        theirs = [moment for moment in every if moment >= called]
+        last = max(every, default=called)
         stopped_after = max(0.0, last - answered)
         self.say(
-            f"  their records stopped arriving {stopped_after * 1000:.0f} ms after the answer "
-            f"({len(theirs)} arrived after the call; watched {WATCH_S:g} s)"
+            f"  their last record arrived {(last - answered) * 1000:+.0f} ms from the answer "
+            f"({len(every) - len(theirs)} before the call, {len(theirs)} after it; "
+            f"producers kept sending theirs; watched {WATCH_S:g} s)"
         )
         self.claim(stopped_after <= bound, f"stopped within the bound of {bound:g} s")
         later = {self._resident(a) for a in hook.arrivals if a.at > answered + bound}
@@ -283,9 +285,12 @@ class Story:
             lambda: any("revoked" in str(a.event.get("type", "")) for a in notices.arrivals),
             max(WATCH_S, 10.0),
         )
-        last = max((a.at for a in hook.arrivals if a.at >= called), default=called)
+        last = max((a.at for a in hook.arrivals), default=called)
         stopped_after = max(0.0, last - answered)
-        self.say(f"  crowd density stopped arriving {stopped_after * 1000:.0f} ms after the answer")
+        self.say(
+            f"  the start-up's last crowd-density record arrived "
+            f"{(last - answered) * 1000:+.0f} ms from the answer"
+        )
         self.claim(stopped_after <= bound, f"stopped within the bound of {bound:g} s")
         if notified:
             notice = next(a for a in notices.arrivals if "revoked" in str(a.event.get("type", "")))
