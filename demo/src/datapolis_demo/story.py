@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -312,9 +311,37 @@ class Story:
                 self.claim(False, "the start-up is notified of the revocation")
 
     # 5 ----------------------------------------------------------------------
-    def verify_with_the_cli(self) -> None:
+    async def verify_with_the_cli(self) -> None:
         self.say("5. the receipts and the ledger, checked with the datapolis command line")
-        cli = Path(sys.executable).with_name("datapolis")
+        jwks = self.receipts_dir / "jwks.json"
+        published = await self.platform.call("GET", "consent", "/.well-known/jwks.json")
+        jwks.write_bytes(published.content)
+        self.say(f"  consent's published keys saved to {jwks}: receipts are checked offline")
+        checks = [
+            self._cli("--json", "receipt", "verify", str(path), "--jwks", str(jwks))
+            for path in self.receipts.values()
+        ]
+        for path, (code, out, err) in zip(
+            self.receipts.values(), await asyncio.gather(*checks), strict=True
+        ):
+            event = _receipt_event(out)
+            self.claim(code == 0, f"datapolis receipt verify {path.name}: {event}")
+            if code != 0:
+                self.say(f"    {(err or out).strip()[:300]}")
+        code, out, err = await self._cli("--json", "ledger", "verify")
+        self.claim(code == 0, "datapolis ledger verify: the whole ledger is intact")
+        try:
+            report = json.loads(out)
+            self.say(
+                f"    ok={report['ok']}, rows {report['first_sequence']} to "
+                f"{report['last_sequence']}, checkpoints matched {report['checkpoints_matched']}, "
+                f"append-only enforced: {report['append_only_enforced']}"
+            )
+        except (ValueError, KeyError, TypeError):
+            self.say(f"    {(out or err).strip()[:300]}")
+
+    async def _cli(self, *arguments: str) -> tuple[int, str, str]:
+        """The datapolis command line installed beside this Python, as the operator."""
         env = {
             **os.environ,
             "DATAPOLIS_CATALOG_URL": self.platform.urls.catalog,
@@ -323,28 +350,22 @@ class Story:
             "DATAPOLIS_NOTIFY_URL": self.platform.urls.notify,
             "DATAPOLIS_API_KEY": self.platform.operator_key,
         }
-        for path in self.receipts.values():
-            done = subprocess.run(  # noqa: S603  # our own command line, our own arguments
-                [str(cli), "receipt", "verify", str(path)],
-                env=env, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            self.claim(done.returncode == 0, f"datapolis receipt verify {path.name}")
-            if done.returncode != 0:
-                self.say(f"    {(done.stderr or done.stdout).strip()[:300]}")
-        done = subprocess.run(  # noqa: S603
-            [str(cli), "--json", "ledger", "verify"],
-            env=env, capture_output=True, text=True, check=False,
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("datapolis")), *arguments,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        self.claim(done.returncode == 0, "datapolis ledger verify: the whole ledger is intact")
-        try:
-            report = json.loads(done.stdout)
-            self.say(
-                f"    ok={report['ok']}, rows {report['first_sequence']} to "
-                f"{report['last_sequence']}, checkpoints matched {report['checkpoints_matched']}, "
-                f"append-only enforced: {report['append_only_enforced']}"
-            )
-        except (ValueError, KeyError, TypeError):
-            self.say(f"    {(done.stdout or done.stderr).strip()[:300]}")
+        out, err = await process.communicate()
+        return process.returncode or 0, out.decode(), err.decode()
+
+
+def _receipt_event(out: str) -> str:
+    """What a verified receipt says happened: `revoked, agreement 51de…`."""
+    try:
+        payload = json.loads(out)["payload"]
+        header = payload["header"]
+        return f"{payload['event']['type']} ({header['record_kind']} {header['record_id'][:8]}…)"
+    except (ValueError, KeyError, TypeError):
+        return "no readable receipt"
 
 
 async def tell(story: Story) -> None:
@@ -357,7 +378,7 @@ async def tell(story: Story) -> None:
         await story.the_telecom_revokes(crowd_agreement)
     except StepFailed as error:
         story.claim(False, str(error))
-    await asyncio.to_thread(story.verify_with_the_cli)
+    await story.verify_with_the_cli()
     story.claim(
         story.receiver.invalid == 0,
         f"all {story.receiver.verified} webhook requests carried a valid signature",
