@@ -25,7 +25,11 @@ def say(text: str) -> None:
 
 async def run(once: bool) -> int:
     port = int(os.environ.get("DEMO_PORT", "8090"))
-    state_dir = Path(os.environ.get("DEMO_STATE_DIR", ".local/demo"))
+    # Beside the local stack's own state (make clean removes both).
+    state_dir = Path(
+        os.environ.get("DEMO_STATE_DIR")
+        or Path(os.environ.get("DATAPOLIS_STATE_DIR", ".local")) / "demo"
+    )
     base = f"http://127.0.0.1:{port}"
     platform = Platform(Urls.from_env(), os.environ.get("DATAPOLIS_OPERATOR_KEY", DEV_OPERATOR_KEY))
     issuer = SubjectIssuer(state_dir / "subject-issuer.pem", f"{base}/subjects")
@@ -55,7 +59,9 @@ async def run(once: bool) -> int:
         while True:
             await asyncio.sleep(30)
             accepted = ", ".join(f"{slug} {n}" for slug, n in sorted(streamer.accepted.items()))
-            say(f"records accepted: {accepted}")
+            meters = receiver.hooks.get("meters")
+            received = f"; the lab has received {len(meters.arrivals)} readings" if meters else ""
+            say(f"records accepted: {accepted}{received}")
     except StepFailed as error:
         say(f"✘ {error}")
         return 1
