@@ -253,9 +253,9 @@ class Story:
         last = max(every, default=called)
         stopped_after = max(0.0, last - answered)
         self.say(
-            f"  their last record arrived {(last - answered) * 1000:+.0f} ms from the answer "
-            f"({len(every) - len(theirs)} before the call, {len(theirs)} after it; "
-            f"producers kept sending theirs; watched {WATCH_S:g} s)"
+            f"  their records stopped arriving {stopped_after * 1000:.0f} ms after the answer: "
+            f"the last came {_relative(last - answered)} it ({len(theirs)} after the call), "
+            f"though the meter kept sending; watched {WATCH_S:g} s"
         )
         self.claim(stopped_after <= bound, f"stopped within the bound of {bound:g} s")
         later = {self._resident(a) for a in hook.arrivals if a.at > answered + bound}
@@ -287,8 +287,8 @@ class Story:
         last = max((a.at for a in hook.arrivals), default=called)
         stopped_after = max(0.0, last - answered)
         self.say(
-            f"  the start-up's last crowd-density record arrived "
-            f"{(last - answered) * 1000:+.0f} ms from the answer"
+            f"  crowd density stopped arriving {stopped_after * 1000:.0f} ms after the answer: "
+            f"the start-up's last record came {_relative(last - answered)} it"
         )
         self.claim(stopped_after <= bound, f"stopped within the bound of {bound:g} s")
         if notified:
@@ -356,6 +356,10 @@ class Story:
         )  # fmt: skip
         out, err = await process.communicate()
         return process.returncode or 0, out.decode(), err.decode()
+
+
+def _relative(seconds: float) -> str:
+    return f"{abs(seconds) * 1000:.0f} ms {'after' if seconds > 0 else 'before'}"
 
 
 def _receipt_event(out: str) -> str:
