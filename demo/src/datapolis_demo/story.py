@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from datapolis_demo.generators import HOUSEHOLDS
-from datapolis_demo.metropolis import CROWD, ENERGY, LAB, SMART_METERS, STARTUP, TELECOM
+from datapolis_demo.metropolis import (
+    BIKES,
+    CROWD,
+    ENERGY,
+    LAB,
+    SMART_METERS,
+    STARTUP,
+    STARTUP_2,
+    TELECOM,
+)
 from datapolis_demo.platform import Platform, StepFailed
 from datapolis_demo.receiver import Arrival, Receiver, SubjectIssuer
 from datapolis_demo.seed import Member
@@ -79,7 +88,7 @@ class Story:
 
     async def tidy(self) -> None:
         """Leave no subscription or agreement of an earlier run flowing."""
-        for handle in (STARTUP.handle, LAB.handle):
+        for handle in (STARTUP.handle, STARTUP_2.handle, LAB.handle):
             subscriptions = await self.platform.call(
                 "GET", "notify", "/subscriptions?limit=100", key=self.key(handle)
             )
@@ -114,6 +123,27 @@ class Story:
         answer = created.json()
         self.receiver.expect(name, answer["signing_key"]["secret"])
         return str(answer["subscription_id"])
+
+    # 0 ----------------------------------------------------------------------
+    async def open_data_for_everyone(self) -> None:
+        self.say(
+            f"0. open data needs no agreement: {STARTUP_2.name} subscribes to "
+            f"{BIKES.slug} for its cycling app"
+        )
+        await self.subscribe(
+            STARTUP_2.handle, "bikes",
+            {"dataset": BIKES.slug, "batch": {"max_records": 100, "linger_ms": 200}},
+        )  # fmt: skip
+        hook = self.receiver.hooks["bikes"]
+        arrived = await wait_for(lambda: len(hook.arrivals) >= 12, 30)
+        self.claim(arrived, f"station availability arrives ({len(hook.arrivals)} records)")
+        everything = set(BIKES.json_schema["properties"])
+        self.claim(
+            arrived and all(set(a.event.get("data", {})) == everything for a in hook.arrivals),
+            "with every field: open data is not projected",
+        )
+        if hook.arrivals:
+            self.say(f"  e.g. {hook.arrivals[-1].event.get('data')}")
 
     # 1 ----------------------------------------------------------------------
     async def crowd_density_for_a_startup(self) -> str:
@@ -376,6 +406,7 @@ async def tell(story: Story) -> None:
     """The five steps; a failed call ends the story as a failed claim."""
     try:
         await story.tidy()
+        await story.open_data_for_everyone()
         crowd_agreement = await story.crowd_density_for_a_startup()
         consents = await story.smart_meters_for_the_lab()
         await story.a_resident_withdraws(consents)
