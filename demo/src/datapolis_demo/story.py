@@ -231,6 +231,9 @@ class Story:
                     "purpose": RESEARCH,
                     "valid_until": (datetime.now(UTC) + timedelta(days=90)).isoformat(),
                 },
+                # Consent fetches the issuer's keys again for a key it does not
+                # know (a new demo state folder), at most every 30 s.
+                retry_codes=("invalid-subject-token",), retry_for_s=40,
             )  # fmt: skip
             consents[home.resident_id] = answer.json()["consent"]["consent_id"]
             if len(consents) == 1:
