@@ -25,6 +25,7 @@ from datapolis_notify.delivery.engine import DeliveryEngine, RetryDelay
 from datapolis_notify.delivery.metrics import DeliveryMetrics
 from datapolis_notify.entitlements.feed import start_entitlements
 from datapolis_notify.entitlements.projection import start_entitlement_projection
+from datapolis_notify.notifications import start_notifications
 from datapolis_notify.ports import EntitlementView, WebhookSender
 from datapolis_notify.settings import NotifySettings
 from datapolis_notify.webhooks.sender import HttpWebhookSender
@@ -57,6 +58,8 @@ async def default_parts(runtime: Runtime, settings: NotifySettings) -> Parts:
     ``entitlements`` until the view is current), and sends with the signing
     webhook sender."""
     start_entitlement_projection(runtime, settings.entitlements)
+    # Partner notifications: queued here, sent by the engine's queue.
+    start_notifications(runtime, settings.entitlements)
     feed = await start_entitlements(runtime, settings.entitlements)
     sender = HttpWebhookSender(settings.webhooks)
 

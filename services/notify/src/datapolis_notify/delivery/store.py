@@ -137,8 +137,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[], $11::text[], $12::text,
         $15, $16::timestamptz, CASE WHEN $12::text = 'delivered' THEN $16::timestamptz END)
 ON CONFLICT (delivery_id) DO UPDATE SET
     record_count = EXCLUDED.record_count,
-    agreement_ids = EXCLUDED.agreement_ids,
-    consent_ids = EXCLUDED.consent_ids,
+    -- A notification's ids are those of the change it tells of, written
+    -- when it is queued; its attempts rely on no agreement of their own.
+    agreement_ids = CASE WHEN d.kind = 'notification' THEN d.agreement_ids
+                         ELSE EXCLUDED.agreement_ids END,
+    consent_ids = CASE WHEN d.kind = 'notification' THEN d.consent_ids
+                       ELSE EXCLUDED.consent_ids END,
     status = EXCLUDED.status,
     attempts = GREATEST(d.attempts, EXCLUDED.attempts),
     last_status = EXCLUDED.last_status,
