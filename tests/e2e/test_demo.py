@@ -73,6 +73,7 @@ async def test_the_demo_tells_its_story_once_and_again(stack: dict[str, str]) ->
         "✔ the lab receives every consenting resident's readings",
         "✔ stopped within the bound of 1 s",
         "✔ the other 5 residents' records keep flowing",
+        "✔ the start-up is notified of the revocation by a signed webhook",
         "✔ datapolis receipt verify crowd-density-revoked.jws: revoked",
         "✔ datapolis ledger verify: the whole ledger is intact",
         "every claim held",
