@@ -1,6 +1,7 @@
 # datapolis — the local platform and its checks.
 #
 #   make up      Kafka, PostgreSQL, migrations and the four services
+#   make demo    a living demo metropolis on top of make up (DEMO_ARGS=--once: tell the story once)
 #   make test    the test suite against the real Kafka and PostgreSQL
 #
 # Ports are overridable: make up KAFKA_PORT=19092 CATALOG_PORT=9001 ...
@@ -19,12 +20,15 @@ export CATALOG_WORKER_PORT ?= 8101
 export INGEST_WORKER_PORT ?= 8102
 export CONSENT_WORKER_PORT ?= 8103
 export NOTIFY_WORKER_PORT ?= 8104
+# The demo's webhook receiver and residents' token issuer.
+export DEMO_PORT ?= 8090
 
 LOCAL := deploy/local
 VENV := .venv/bin
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: help install infra up down status migrate test test-unit lint bench k8s-validate logs clean
+.PHONY: help install infra up down status migrate demo test test-unit lint bench k8s-validate logs clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +61,9 @@ up: migrate ## run the platform: Kafka, PostgreSQL, migrations, the four service
 	@echo "  operator key dpk_operator_dev-only-operator-key-change-me (development only)"
 	@echo "  logs         .local/logs/   stop with: make down"
 
+demo: up ## the demo metropolis: seeds it, streams records, tells the story (DEMO_ARGS=--once to run it once)
+	@$(VENV)/python -m datapolis_demo $(DEMO_ARGS)
+
 down: ## stop everything make up started
 	@$(LOCAL)/services.sh stop
 	@$(LOCAL)/kafka.sh stop
@@ -78,7 +85,7 @@ test-unit: ## unit tests only (nothing running needed)
 lint: ## ruff, mypy strict, the import contract, shellcheck
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
-	$(VENV)/mypy shared/src services/catalog/src services/ingest/src services/consent/src services/notify/src cli/src
+	$(VENV)/mypy shared/src services/catalog/src services/ingest/src services/consent/src services/notify/src cli/src demo/src
 	$(VENV)/lint-imports
 	@if command -v shellcheck >/dev/null; then shellcheck deploy/local/*.sh .ci/run; \
 	 else echo "shellcheck not installed; skipped (apt-get install shellcheck)"; fi

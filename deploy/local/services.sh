@@ -11,6 +11,7 @@ PYTHON="${DATAPOLIS_PYTHON:-$REPO/.venv/bin/python}"
 KAFKA_BOOTSTRAP="127.0.0.1:${KAFKA_PORT:-9092}"
 DATABASE_URL="${DATABASE_URL:-postgresql://datapolis:datapolis@127.0.0.1:${PG_PORT:-55432}/datapolis}"
 READY_TIMEOUT="${SERVICES_READY_TIMEOUT:-90}"
+DEMO_PORT="${DEMO_PORT:-8090}"
 
 SERVICES=(catalog ingest consent notify)
 declare -A PORT=(
@@ -42,6 +43,17 @@ service_env() {
   if [[ -n ${WORKER_PORT[$name]:-} ]]; then
     echo "${prefix}_WORKER_HTTP__PORT=${WORKER_PORT[$name]}"
   fi
+  # The demo (make demo) plays the partners and the residents on this
+  # machine: notify may call its webhook receiver on loopback, and consent
+  # trusts the subject tokens of its residents' issuer (keys at its JWKS).
+  case $name in
+    notify) echo 'NOTIFY_WEBHOOKS__ALLOW_TARGETS=["127.0.0.1/32"]' ;;
+    consent)
+      local demo="http://127.0.0.1:$DEMO_PORT"
+      printf 'CONSENT_SUBJECT_TOKEN_ISSUERS=[{"issuer": "%s/subjects", "audience": "datapolis-consent", "jwks_url": "%s/subjects/jwks.json", "jwks_cache_s": 5}]\n' \
+        "$demo" "$demo"
+      ;;
+  esac
 }
 
 run() {  # run NAME COMMAND... with the service's environment
