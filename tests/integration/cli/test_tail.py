@@ -5,8 +5,11 @@ services' problems."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -160,6 +163,81 @@ def test_tail_follows_pushed_records_over_server_sent_events(platform: Platform,
     subscriptions = platform.ok("subscription", "list", "--all", key=air.consumer.token)
     streamed = [s for s in subscriptions if s["channel"] == "sse"]
     assert sorted(s["filter"].get("station_id", "") for s in streamed) == ["", "s2"]
+
+
+class CuttableProxy:
+    """A TCP relay to notify whose open connections can be cut, as a
+    network or a proxy in between may."""
+
+    def __init__(self, port: int) -> None:
+        self._target = ("127.0.0.1", port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._open: list[socket.socket] = []
+        self.sent = bytearray()  # what notify sent, all connections
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._target)
+            with self._lock:
+                self._open += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_notify: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_notify:
+                    with self._lock:
+                        self.sent += data
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self._lock:
+            for end in self._open:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+
+    def close(self) -> None:
+        self._listener.close()
+        self.cut()
+
+
+def test_tail_resumes_after_the_connection_drops(platform: Platform, air: Air) -> None:
+    proxy = CuttableProxy(int(platform.urls["notify"].rsplit(":", 1)[1]))
+    try:
+        with tailing(platform, air.consumer, air.slug, "--max", "4", "--json",
+                     notify_url=proxy.url) as tail:  # fmt: skip
+            air.push(platform, _record(10), _record(11))
+            deadline = time.monotonic() + WAIT_S
+            while b'"id":"r11"' not in proxy.sent:
+                assert tail.poll() is None, tail.communicate()
+                assert time.monotonic() < deadline, "r11 never sent"
+                time.sleep(0.05)
+            # Mid-stream, as an idle proxy or a flaky network does.
+            proxy.cut()
+            air.push(platform, _record(12), _record(13))
+            resumed = _ended(tail)
+    finally:
+        proxy.close()
+    assert resumed.code == 0, resumed.stderr
+    assert "reconnecting" in resumed.stderr
+    # Resumed from the last record received: nothing missed, nothing twice.
+    printed = [json.loads(line)["data"]["id"] for line in resumed.stdout.splitlines()]
+    assert printed == ["r10", "r11", "r12", "r13"]
 
 
 def test_tail_errors_are_the_services_problems(platform: Platform, air: Air) -> None:
