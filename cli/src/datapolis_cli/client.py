@@ -146,17 +146,25 @@ class Api:
     def stream(
         self, path: str, *, headers: Mapping[str, str] | None = None, auth: Auth = "key"
     ) -> Iterator[httpx.Response]:
-        """A streamed GET (server-sent events), no read timeout."""
+        """A streamed GET (server-sent events), no read timeout. A service
+        that does not answer is ``CliError``; a connection that drops while
+        the body is read raises ``httpx.TransportError``, for the caller to
+        resume."""
         all_headers = {"User-Agent": USER_AGENT, **self._auth_headers(auth), **(headers or {})}
         timeout = httpx.Timeout(None, connect=5.0)
-        try:
-            with (
-                httpx.Client(timeout=timeout) as client,
-                client.stream("GET", self.base_url + path, headers=all_headers) as response,
-            ):
+        with httpx.Client(timeout=timeout) as client:
+            request = client.build_request("GET", self.base_url + path, headers=all_headers)
+            try:
+                response = client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise unreachable(self.service, self.base_url, exc) from None
+            try:
                 if response.is_error:
-                    response.read()
+                    try:
+                        response.read()
+                    except httpx.TransportError as exc:
+                        raise unreachable(self.service, self.base_url, exc) from None
                     raise problem_error(response, self.service)
                 yield response
-        except httpx.TransportError as exc:
-            raise unreachable(self.service, self.base_url, exc) from None
+            finally:
+                response.close()

@@ -286,3 +286,18 @@ def register(
     created = platform.ok(*args, key=publisher.token)
     assert created["slug"] == slug
     return slug
+
+
+def notify_knows(platform: Platform, slug: str, publisher: Org) -> dict[str, Any]:
+    """Writes notify's projection of the dataset (its worker's job, which
+    these tests do not run); the dataset as catalog shows it."""
+    dataset: dict[str, Any] = platform.ok("dataset", "show", slug)
+    platform.sql(
+        "notify",
+        """INSERT INTO datasets (dataset_id, slug, publisher_id, access_level, topic_name,
+               key_field, theme, schema_version, fields)
+           VALUES ($1, $2, $3, $4, $5, 'station_id', 'environment', 1, $6)""",
+        dataset["dataset_id"], slug, publisher.org_id, dataset["access_level"],
+        dataset["topic"], list(SCHEMA["properties"]),
+    )  # fmt: skip
+    return dataset

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.cli.conftest import Org, Platform, fails, new_org, register
+from tests.integration.cli.conftest import Org, Platform, fails, new_org, notify_knows, register
 
 pytestmark = pytest.mark.integration
 
@@ -138,16 +138,7 @@ def test_subscription_commands(platform: Platform, tmp_path: Path) -> None:
     publisher = new_org(platform, "Water", ["publish", "ingest", "read"])
     consumer = new_org(platform, "Partner", ["read", "subscribe"])
     slug = register(platform, publisher, tmp_path)
-    dataset = platform.ok("dataset", "show", slug)
-    # Notify's projection of catalog's datasets (its worker's job, not under test).
-    platform.sql(
-        "notify",
-        """INSERT INTO datasets (dataset_id, slug, publisher_id, access_level, topic_name,
-               key_field, theme, schema_version, fields)
-           VALUES ($1, $2, $3, 'open', $4, 'station_id', 'environment', 1, $5)""",
-        dataset["dataset_id"], slug, publisher.org_id, dataset["topic"],
-        ["id", "station_id", "pm25", "count", "district", "resident"],
-    )  # fmt: skip
+    notify_knows(platform, slug, publisher)
     created = platform.until_ok("subscription", "create", "--dataset", slug, "--channel",
                                 "webhook", "--url", "https://partner.example/hooks",
                                 key=consumer.token)  # fmt: skip
