@@ -307,6 +307,14 @@ async def _schemathesis(
                 '[[operations]]\ninclude-path = "/datasets/{slug}"\ninclude-method = "DELETE"\n'
                 f'parameters = {{ "path.slug" = "{tenant.spare_slug}" }}\n'
             )
+    if service.name == "notify":
+        with config.open("a") as toml:
+            # A stream that answers 200 never ends: the tester reads only
+            # its refusals, on a subscription that does not exist.
+            toml.write(
+                '[[operations]]\ninclude-path = "/subscriptions/{subscription_id}/events"\n'
+                'parameters = { "path.subscription_id" = "sub-conformance-none" }\n'
+            )
     if service.name == "consent":
         with config.open("a") as toml:
             toml.write(

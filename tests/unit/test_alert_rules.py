@@ -15,12 +15,17 @@ from typing import Any
 import yaml
 
 from datapolis_notify.delivery.metrics import DeliveryMetrics
+from datapolis_notify.entitlements.feed import EntitlementFeed
+from datapolis_notify.entitlements.settings import EntitlementSettings
+from datapolis_notify.entitlements.view import Entitlements
 from datapolis_shared.metrics import ServiceMetrics
+from datapolis_shared.settings import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/k8s/base/monitoring/prometheus-rules.yaml"
 
 _METRICS = "tests/integration/test_metrics.py::"
+_ENTITLEMENTS = "tests/integration/notify/entitlements/test_entitlement_feed.py::"
 PROVEN: dict[str, list[str]] = {
     # Prometheus sets up=0 when a target's /metrics does not answer: these
     # show every API and every stream worker answering it.
@@ -59,6 +64,20 @@ PROVEN: dict[str, list[str]] = {
     "kafka_consumergroup_lag": [
         "tests/integration/ingest/test_raw_worker.py::"
         "test_raw_records_are_validated_forwarded_and_committed"
+    ],
+    # notify's entitlement view: ends applied within the bound (counted per
+    # bucket), and how long ago it proved it was current.
+    "datapolis_entitlement_end_applied_seconds_count": [
+        _ENTITLEMENTS
+        + "test_grants_are_entitled_and_refused_within_1s_of_a_withdraw_or_revoke_answer"
+    ],
+    "datapolis_entitlement_end_applied_seconds_bucket": [
+        _ENTITLEMENTS
+        + "test_grants_are_entitled_and_refused_within_1s_of_a_withdraw_or_revoke_answer"
+    ],
+    "datapolis_entitlements_seconds_since_caught_up": [
+        _ENTITLEMENTS
+        + "test_grants_are_entitled_and_refused_within_1s_of_a_withdraw_or_revoke_answer"
     ],
 }
 # Series no test here can move, and why.
@@ -123,11 +142,15 @@ def test_every_alert_rests_on_series_a_test_moves() -> None:
 def test_the_services_series_the_alerts_read_are_exported() -> None:
     registry = ServiceMetrics("any").registry
     DeliveryMetrics(registry)  # the notify worker's, on the same registry
+    metrics = ServiceMetrics("notify")
+    EntitlementFeed(Entitlements(), KafkaSettings(), EntitlementSettings(), metrics=metrics)
     exported = set()
-    for family in registry.collect():
+    for family in [*registry.collect(), *metrics.registry.collect()]:
         exported.add(family.name)
         if family.type == "counter":
             exported.add(family.name + "_total")
+        if family.type == "histogram":
+            exported.update(family.name + suffix for suffix in ("_count", "_bucket", "_sum"))
     read = {name for alert in _alerts() for name in series_of(alert["expr"])}
     own = {name for name in read if name.startswith("datapolis_")}
     assert own

@@ -43,8 +43,9 @@ class DatasetView:
 class Entitled:
     """The consumer may receive the record now.
 
-    ``fields`` are the top-level fields it may receive (an agreement's
-    projection); ``None`` means every field (an open dataset). The ids are
+    ``fields`` are the paths it may receive (an agreement's projection:
+    ``kwh``, ``address.city``, see ``projection``); ``None`` means every
+    field (an open dataset). The ids are
     what the delivery log records as relied on."""
 
     agreement_id: str | None

@@ -10,6 +10,18 @@ from datapolis_notify.webhooks.config import WebhookSettings
 from datapolis_shared.settings import HttpSettings, ServiceSettings
 
 
+class SseSettings(BaseModel):
+    """Server-sent event streams (`NOTIFY_SSE__...`)."""
+
+    # A comment line this often keeps proxies from closing an idle stream.
+    heartbeat_s: float = Field(default=15.0, gt=0)
+    # Open streams per organisation, per notify process: beyond, 429.
+    max_streams_per_org: int = Field(default=10, ge=1)
+    # How often an idle stream re-checks its entitlement besides being told
+    # of each change: well under the 1 s within which it must close.
+    recheck_interval_s: float = Field(default=0.2, gt=0, le=0.5)
+
+
 class DeliverySettings(BaseModel):
     """The delivery worker (``NOTIFY_DELIVERY__*``)."""
 
@@ -54,5 +66,6 @@ class NotifySettings(ServiceSettings):
     service_name: str = "notify"
     http: HttpSettings = HttpSettings(port=8004)
     webhooks: WebhookSettings = WebhookSettings()
+    sse: SseSettings = SseSettings()
     entitlements: EntitlementSettings = EntitlementSettings()
     delivery: DeliverySettings = DeliverySettings()

@@ -181,6 +181,17 @@ async def test_grants_are_entitled_and_refused_within_1s_of_a_withdraw_or_revoke
         )
         or 0
     ) >= 2 * CYCLES
+    # Every withdrawal and the revoke were applied well within the bound,
+    # and counted as such (what the revocation alert reads).
+    ended = notify.runtime.metrics.registry.get_sample_value(
+        "datapolis_entitlement_end_applied_seconds_count"
+    )
+    within = notify.runtime.metrics.registry.get_sample_value(
+        "datapolis_entitlement_end_applied_seconds_bucket", {"le": "1.0"}
+    )
+    assert ended is not None
+    assert ended >= CYCLES + 1, ended
+    assert within == ended
     behind = metrics.registry.get_sample_value("datapolis_entitlements_seconds_since_caught_up")
     assert behind is not None
     assert behind <= settings.staleness_s

@@ -9,7 +9,6 @@ from datapolis_notify.delivery.engine import schedule_delay
 from datapolis_notify.delivery.offsets import OffsetTracker
 from datapolis_notify.delivery.records import (
     SourceRecord,
-    allowed_fields,
     batch_body,
     cloud_event,
     decided,
@@ -41,10 +40,6 @@ def test_the_filter_takes_only_records_whose_fields_equal_it() -> None:
 
 
 def test_the_projection_is_the_agreement_narrowed_by_the_subscription() -> None:
-    assert allowed_fields(frozenset({"a", "b"}), frozenset({"b", "c"})) == frozenset({"b"})
-    assert allowed_fields(frozenset({"a"}), None) == frozenset({"a"})
-    assert allowed_fields(None, frozenset({"c"})) == frozenset({"c"})
-    assert allowed_fields(None, None) is None
     item = decided(record(), Entitled("agr-1", None, frozenset({"meter_id", "kwh"})), None)
     assert item.data == {"meter_id": "m-1", "kwh": 3.5}
     # The subscription cannot widen what the agreement allows.

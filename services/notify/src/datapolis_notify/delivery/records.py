@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datapolis_notify.ports import DatasetView, Decision, Entitled, NotEntitled
+from datapolis_notify.projection import project
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 EVENT_CONTENT_TYPE = "application/cloudevents+json"
@@ -78,24 +79,6 @@ def matches(value: Any, filter_: Mapping[str, Any]) -> bool:
     return all(field in value and value[field] == wanted for field, wanted in filter_.items())
 
 
-def allowed_fields(
-    entitled: frozenset[str] | None, asked: frozenset[str] | None
-) -> frozenset[str] | None:
-    """The agreement's fields narrowed by those the subscription asks for;
-    None: every field (an open dataset and no choice)."""
-    if entitled is None:
-        return asked
-    if asked is None:
-        return entitled
-    return entitled & asked
-
-
-def project(value: Any, fields: frozenset[str] | None) -> Any:
-    if fields is None or not isinstance(value, dict):
-        return value if fields is None else {}
-    return {name: field for name, field in value.items() if name in fields}
-
-
 def subject_of(record: SourceRecord, dataset: DatasetView | None) -> str | None:
     if dataset is None or dataset.subject_field is None or not isinstance(record.value, dict):
         return None
@@ -123,8 +106,8 @@ class Decided:
 
 def decided(record: SourceRecord, decision: Decision, asked: frozenset[str] | None) -> Decided:
     if isinstance(decision, Entitled):
-        fields = allowed_fields(decision.fields, asked)
-        return Decided(record, decision, project(record.value, fields))
+        # The agreement's paths narrowed by the subscription's.
+        return Decided(record, decision, project(record.value, decision.fields, asked))
     return Decided(record, decision)
 
 

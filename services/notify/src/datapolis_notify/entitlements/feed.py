@@ -18,8 +18,14 @@ is either applied or the view stops deciding non-open deliveries by
 T + ``staleness_s``: within the 1 s bound, whatever happens to Kafka. A
 broker outage makes the view not current: unknown state means no delivery.
 
-Metrics: ``datapolis_entitlements_seconds_since_caught_up`` and
-``datapolis_entitlement_events_applied_total``.
+Metrics: ``datapolis_entitlements_seconds_since_caught_up``,
+``datapolis_entitlement_events_applied_total``, and
+``datapolis_entitlement_end_applied_seconds``: for each change that ends an
+entitlement (a revoke, termination, withdrawal or expiry), the time from its
+recording in consent's ledger to its application in this view. The call that
+made it answered after the recording, so an observation above 1 s is the
+only way a delivery could begin later than the bound allows: the alert
+``DatapolisRevocationBoundAtRisk`` watches it.
 """
 
 from __future__ import annotations
@@ -29,17 +35,25 @@ import contextlib
 import logging
 import time
 from collections import deque
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from datapolis_notify.entitlements.projection import load_snapshot
 from datapolis_notify.entitlements.settings import EntitlementSettings
 from datapolis_notify.entitlements.view import APPLIED_EVENT_TYPES, CONSENT_TYPES, Entitlements
 from datapolis_shared.errors import InvalidInput, Unavailable
-from datapolis_shared.events.base import parse_event
+from datapolis_shared.events.base import Event, parse_event
 from datapolis_shared.events.cloudevents import from_structured
+from datapolis_shared.events.consent import (
+    AgreementExpired,
+    AgreementRevoked,
+    AgreementTerminated,
+    ConsentExpired,
+    ConsentWithdrawn,
+)
 from datapolis_shared.kafka.options import client_options, describe
 from datapolis_shared.metrics import ServiceMetrics
 from datapolis_shared.postgres.pool import Pool
@@ -48,6 +62,17 @@ from datapolis_shared.runtime import Runtime
 from datapolis_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+# Ending an entitlement: what the revocation bound is about.
+ENDING_EVENTS: tuple[type[Event], ...] = (
+    AgreementRevoked,
+    AgreementTerminated,
+    AgreementExpired,
+    ConsentWithdrawn,
+    ConsentExpired,
+)
+# 1.0 is the stated bound: the alert compares the count above it.
+END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
 # Probes whose ends the feed has not reached yet, kept at most (older ones
 # are dropped: a later one reached proves more).
@@ -70,6 +95,13 @@ class FeedMetrics:
             registry=metrics.registry,
         )
         self.behind.set_function(feed.seconds_behind)
+        self.end_applied = Histogram(
+            "datapolis_entitlement_end_applied_seconds",
+            "Seconds from a revoke, termination, withdrawal or expiry being recorded by "
+            "consent to its application in this process's entitlement view",
+            buckets=END_BUCKETS,
+            registry=metrics.registry,
+        )
 
 
 class EntitlementFeed:
@@ -285,6 +317,11 @@ class EntitlementFeed:
             return
         if self.view.apply(event) and self._metrics is not None:
             self._metrics.applied.inc()
+            if isinstance(event, ENDING_EVENTS):
+                recorded = getattr(event, "occurred_at", None)
+                if isinstance(recorded, datetime):
+                    delay = (datetime.now(UTC) - recorded).total_seconds()
+                    self._metrics.end_applied.observe(max(delay, 0.0))
 
     def _skip(self, record: ConsumerRecord[bytes, bytes], exc: InvalidInput) -> None:
         # Not ours to park: the projection's consumer sends it to the dead
