@@ -272,9 +272,11 @@ class Receiver:
             events = [events]
         if name.startswith("fan"):
             self.fanout_seen.add(name)
-            self.fanout_first = self.fanout_first or now
-            self.fanout_last = now
-            self.fanout_records += len(events)
+            timed = sum(1 for e in events if str((e.get("data") or {}).get("id")).startswith("f"))
+            if timed:  # the warm-up's records are not counted
+                self.fanout_first = self.fanout_first or now
+                self.fanout_last = now
+                self.fanout_records += timed
             return web.Response(status=204)
         for event in events:
             data = event.get("data") or {}
@@ -679,6 +681,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script
             )
         await tail.stop()
         tail = None
+        await show_metrics(session, platform.urls["notify-worker"])
 
         # (3b) revocation under load.
         hot: list[str] = []
@@ -753,6 +756,23 @@ async def main() -> None:  # noqa: PLR0915 - one linear script
         platform.stop()
         await receiver.close()
         await cleanup(topics, list(platform.schemas.values()))
+
+
+async def show_metrics(session: aiohttp.ClientSession, worker: str) -> None:
+    """What the worker says of its own waits: records withheld or held back
+    (by reason), and how far its entitlement view lagged."""
+    async with session.get(f"{worker}/metrics") as r:
+        text = await r.text()
+    wanted = (
+        "datapolis_notify_withheld_records_total{",
+        "datapolis_notify_record_to_delivery_seconds_sum",
+        "datapolis_notify_record_to_delivery_seconds_count",
+        "datapolis_entitlements_seconds_since_caught_up",
+        "datapolis_notify_deliveries_total{",
+    )
+    for line in text.splitlines():
+        if line.startswith(wanted):
+            print(f"    worker: {line}")
 
 
 async def cleanup(topics: list[str], schemas: list[str]) -> None:
