@@ -656,6 +656,10 @@ async def main() -> None:  # noqa: PLR0915 - one linear script
         )  # fmt: skip
         await settle(lambda: all(i in receiver.first for i in answered), 30)
         await settle(lambda: all(i in sse.first for i in answered), 5)
+        if dump := os.environ.get("BENCH_DUMP"):  # BENCH_DUMP=<file>: each record's times
+            rows = [[i, t, tail.first.get(i), receiver.first.get(i), sse.first.get(i)]
+                    for i, t in answered.items()]  # fmt: skip
+            Path(dump).write_bytes(b"\n".join(orjson.dumps(row) for row in rows))
         base, base_missing = lags(tail.first, answered)
         hook, hook_missing = lags(receiver.first, answered)
         stream, stream_missing = lags(sse.first, answered)
