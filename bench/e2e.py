@@ -37,7 +37,11 @@ package before counting it.
     got. p50, p99, max and the violations of the 1 s bound. Targets: p99 at
     most 250 ms, no violation.
 
-Everything it creates (schemas, the datasets' topics) is removed at the end.
+Everything it creates (schemas, the datasets' topics) is removed at the end
+(``BENCH_KEEP=1`` leaves them, and the processes' logs are in
+/tmp/bench-e2e-<run>/); ``BENCH_DUMP=<file>`` writes each record of (1) with
+its ingest answer, Kafka, webhook and SSE times (perf_counter), one JSON
+array a line, to see when the tail happens.
 """
 
 from __future__ import annotations
