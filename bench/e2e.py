@@ -534,7 +534,7 @@ async def main() -> None:  # noqa: PLR0915 - one linear script
                 body["subject_field"] = "resident"
             created = await catalog.until("POST", "/datasets", pub, body)
             topic_of[level] = created.get("topic_name") or f"data.{slug}"
-            topics.append(topic_of[level])
+            topics += [topic_of[level], f"raw.{slug}"]  # catalog made both
         personal = slugs["personal"]
 
         # The consumer's agreement on the personal dataset, granted.
