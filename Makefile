@@ -90,7 +90,7 @@ lint: ## ruff, mypy strict, the import contract, shellcheck
 	@if command -v shellcheck >/dev/null; then shellcheck deploy/local/*.sh .ci/run; \
 	 else echo "shellcheck not installed; skipped (apt-get install shellcheck)"; fi
 
-bench: infra ## benchmarks: ingest against the real broker, the record-id window, catalog-to-ingest propagation, consent ledger verification, consent grants and revocations, signed webhook deliveries/s, notify's entitlement decisions, server-sent event latency (prints figures)
+bench: infra ## benchmarks: ingest against the real broker, the record-id window, catalog-to-ingest propagation, consent ledger verification, consent grants and revocations, signed webhook deliveries/s, notify's entitlement decisions, server-sent event latency, end to end: ingest to webhook and SSE, fan-out, withdrawals under load (prints figures)
 	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
 	 $(VENV)/python bench/ingest.py
@@ -111,6 +111,9 @@ bench: infra ## benchmarks: ingest against the real broker, the record-id window
 	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
 	 $(VENV)/python bench/sse.py
+	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
+	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
+	 $(VENV)/python bench/e2e.py
 
 k8s-validate: ## render deploy/k8s overlays and validate them offline (core schemas and CRDs)
 	@deploy/k8s/validate.sh

@@ -195,6 +195,14 @@ class Outlet:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        if self.semaphore.locked():
+            # Every message slot is taken: the records wait here, where the
+            # next ones join them, and leave as one message when a slot
+            # frees (``_send_live``). Cut into messages now, they would
+            # queue at the semaphore one small message each, and an
+            # endpoint a little slower than its records would fall ever
+            # further behind.
+            return
         while self.buffer:
             batch = self.buffer[: self.subscription.batch_max_records]
             self.buffer = self.buffer[self.subscription.batch_max_records :]
@@ -202,6 +210,14 @@ class Outlet:
                 self.in_flight[key] += 1
             self.in_flight_records += len(batch)
             self._spawn(self._send_live(batch))
+
+    def _flush_waiting(self) -> None:
+        """A message slot is free: the records that waited for one leave
+        (unless the engine is stopping: they are read again at restart)."""
+        task = asyncio.current_task()
+        stopping = task is not None and task.cancelling() > 0
+        if self.buffer and self._linger is None and not self.closed and not stopping:
+            self.flush()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -285,6 +301,7 @@ class Outlet:
             raise
         finally:
             self.in_flight_records -= len(batch)
+            self._flush_waiting()
 
     async def _attempt_live(
         self, batch: list[Held], records: list[SourceRecord], keys: list[str]
@@ -381,6 +398,7 @@ class Outlet:
             await self._attempt_queued(message)
         finally:
             self.queued_in_progress -= 1
+            self._flush_waiting()
 
     async def _attempt_queued(self, message: QueuedMessage) -> None:
         async with self.semaphore, self.engine.host_slot(self.subscription):
