@@ -3,7 +3,7 @@ platform under an agreement's paths and a subscription's."""
 
 from __future__ import annotations
 
-from datapolis_notify.projection import project, rule_of
+from datapolis_notify.projection import matches, project, rule_of, subject_id
 
 RECORD = {
     "meter_id": "m-1",
@@ -50,3 +50,14 @@ def test_a_path_into_something_not_an_object_selects_nothing() -> None:
     record = {"address": "35000 Rennes", "kwh": 1.0}
     assert project(record, frozenset({"address.city", "kwh"}), None) == {"kwh": 1.0}
     assert project("not an object", frozenset({"kwh"}), None) == {}
+
+
+def test_filter_and_subject_are_read_alike_for_every_channel() -> None:
+    assert matches({"district": "Centre", "n": 1}, {"district": "Centre"})
+    assert not matches("not an object", {"district": "Centre"})
+    assert subject_id({"household": "h-9"}, "household") == "h-9"
+    assert subject_id({"household": 42}, "household") == "42"
+    # No subject: a personal record without one is never delivered.
+    for odd in (None, True, {"id": "h-9"}, ["h-9"]):
+        assert subject_id({"household": odd}, "household") is None
+    assert subject_id({"household": "h-9"}, None) is None

@@ -1,4 +1,6 @@
-"""What of a record leaves the platform: the field projection.
+"""What of a record is chosen and what of it leaves the platform, the same
+for every channel: the subscription's filter (:func:`matches`), the data
+subject a record is about (:func:`subject_id`), and the field projection.
 
 An agreement grants fields by path, as consent records them from the
 dataset's schema: ``kwh`` (a whole field, nested objects included) or
@@ -12,7 +14,7 @@ through :func:`project`, so the same record never leaves in two shapes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # A rule: for each field name, either True (the whole value) or the rule for
@@ -69,3 +71,26 @@ def _apply(value: Any, rules: list[Rule]) -> dict[str, Any]:
             elif isinstance(member, dict):
                 kept[name] = _apply(member, narrower)
     return kept
+
+
+def matches(value: Any, filter_: Mapping[str, Any]) -> bool:
+    """The subscription's equality filter on top-level fields; an empty
+    filter takes every record, a record that is not an object none but
+    those of an empty filter."""
+    if not filter_:
+        return True
+    if not isinstance(value, dict):
+        return False
+    return all(field in value and value[field] == wanted for field, wanted in filter_.items())
+
+
+def subject_id(value: Any, field: str | None) -> str | None:
+    """The data subject a record is about: its subject field's string or
+    integer value. Anything else (absent, null, a boolean, an object) is no
+    subject, and a personal record without one is never delivered."""
+    if field is None or not isinstance(value, dict):
+        return None
+    subject = value.get(field)
+    if isinstance(subject, bool) or not isinstance(subject, str | int):
+        return None
+    return str(subject)

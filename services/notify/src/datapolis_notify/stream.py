@@ -38,7 +38,7 @@ from datapolis_notify.ports import (
     NotEntitled,
     RefusalReason,
 )
-from datapolis_notify.projection import project
+from datapolis_notify.projection import matches, project, subject_id
 from datapolis_notify.subscriptions import SubscriptionNotFound, storable
 from datapolis_shared.errors import Conflict, Forbidden, InvalidInput, Overloaded
 from datapolis_shared.postgres.pool import Pool
@@ -323,19 +323,6 @@ def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
     return None
 
 
-def _subject_id(record: Mapping[str, Any], field: str | None) -> str | None:
-    if field is None:
-        return None
-    value = record.get(field)
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    return str(value)
-
-
-def _matches(record: Mapping[str, Any], filter_: Mapping[str, Any]) -> bool:
-    return all(name in record and record[name] == want for name, want in filter_.items())
-
-
 def cloudevent(record: TopicRecord, data: dict[str, Any]) -> dict[str, Any]:
     """The structured CloudEvent sent for ``record`` with ``data`` (projected)."""
     headers = record.headers
@@ -401,14 +388,14 @@ def judge(
     if not isinstance(value, dict):
         # Ingest writes JSON objects only: anything else is not a record.
         return Skip("not-json")
-    if not _matches(value, subscription.filter):
+    if not matches(value, subscription.filter):
         return Skip("filtered")
     subject_field = dataset.subject_field if dataset is not None else None
     decision = view.decide(
         dataset_id=subscription.dataset_id,
         consumer_id=subscription.consumer_id,
         purpose=subscription.purpose,
-        subject_id=_subject_id(value, subject_field),
+        subject_id=subject_id(value, subject_field),
         now=now,
     )
     if isinstance(decision, NotEntitled):

@@ -12,11 +12,11 @@ from datapolis_notify.delivery.records import (
     batch_body,
     cloud_event,
     decided,
-    matches,
     message_id,
     relied_on,
 )
 from datapolis_notify.ports import Entitled, NotEntitled
+from datapolis_notify.projection import matches
 
 
 def record(offset: int = 7, key: str | None = "m-1", **value: object) -> SourceRecord:

@@ -35,7 +35,6 @@ from datapolis_notify.delivery.records import (
     Decided,
     SourceRecord,
     decided,
-    matches,
     message_id,
     relied_on,
     subject_of,
@@ -58,6 +57,7 @@ from datapolis_notify.delivery.store import (
     write_log,
 )
 from datapolis_notify.ports import EntitlementView, NotEntitled, Outcome
+from datapolis_notify.projection import matches
 from datapolis_notify.settings import DeliverySettings
 from datapolis_notify.webhooks.schedule import next_delay
 from datapolis_shared.postgres.pool import Pool

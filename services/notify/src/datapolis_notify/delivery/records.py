@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datapolis_notify.ports import DatasetView, Decision, Entitled, NotEntitled
-from datapolis_notify.projection import project
+from datapolis_notify.projection import project, subject_id
 
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 EVENT_CONTENT_TYPE = "application/cloudevents+json"
@@ -68,22 +68,8 @@ def decode_headers(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str
     return {name: raw.decode("utf-8", "replace") for name, raw in headers or ()}
 
 
-def matches(value: Any, filter_: Mapping[str, Any]) -> bool:
-    """The subscription's equality filter on top-level fields; an empty
-    filter takes every record, a record that is not an object none but
-    those of an empty filter."""
-    if not filter_:
-        return True
-    if not isinstance(value, dict):
-        return False
-    return all(field in value and value[field] == wanted for field, wanted in filter_.items())
-
-
 def subject_of(record: SourceRecord, dataset: DatasetView | None) -> str | None:
-    if dataset is None or dataset.subject_field is None or not isinstance(record.value, dict):
-        return None
-    subject = record.value.get(dataset.subject_field)
-    return None if subject is None else str(subject)
+    return subject_id(record.value, dataset.subject_field if dataset is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
