@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -110,6 +111,22 @@ async def test_stats_worker_serves_live_stats(
 class Worker:
     process: asyncio.subprocess.Process
     log: Path
+    probe_port: str
+
+    async def readiness(self) -> str:
+        """Its ``/readyz`` answer (which checks say why it is not ready)."""
+        url = f"http://127.0.0.1:{self.probe_port}/readyz"
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                answer = await client.get(url)
+        except httpx.HTTPError as exc:
+            return f"{url}: {exc!r}"
+        return f"{url}: {answer.status_code} {answer.text}"
+
+    def log_lines(self) -> str:
+        """Its log, without faust's offset tables."""
+        lines = self.log.read_text().splitlines()
+        return "\n".join(line for line in lines if line[:1].isdigit())[-6000:]
 
 
 @contextlib.asynccontextmanager
@@ -126,7 +143,7 @@ async def _worker(env: dict[str, str], log_path: Path) -> AsyncIterator[Worker]:
             stderr=subprocess.STDOUT,
         )
     try:
-        yield Worker(worker, log_path)
+        yield Worker(worker, log_path, env["CATALOG_WORKER_HTTP__PORT"])
     finally:
         if worker.returncode is None:
             worker.terminate()
@@ -142,7 +159,9 @@ async def _stats_once(
 ) -> dict[str, Any]:
     """The dataset's stats once they count ``accepted`` records."""
     stats = None
-    deadline = time.monotonic() + 45
+    # Generous: a worker's start (group join, changelog recovery) on a
+    # machine busy with other suites has taken over 40 s.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and worker.process.returncode is None:
         page = await catalog.client.get(f"/datasets/{slug}", headers=headers)
         stats = page.json()["stats"]
@@ -150,8 +169,8 @@ async def _stats_once(
             return dict(stats)
         await asyncio.sleep(0.5)
     raise AssertionError(
-        f"stats {stats}; worker exit code {worker.process.returncode}; log:\n"
-        + worker.log.read_text()[-4000:]
+        f"stats {stats}; worker exit code {worker.process.returncode}; "
+        f"readiness {await worker.readiness()}; log:\n{worker.log_lines()}"
     )
 
 
