@@ -1,0 +1,114 @@
+"""`make k8s-validate` refuses manifests that break a policy, naming the
+problem, and passes the real overlays.
+
+It runs ``deploy/k8s/validate.sh`` itself (which installs its pinned tools
+into a cache folder on first use) on the overlays, then on the broken ones
+of ``tests/fixtures/k8s-broken/``: each is the dev overlay with one thing
+wrong, and must be refused with the sentence that says what."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+
+from tests.infra import REPO
+
+VALIDATE = REPO / "deploy/k8s/validate.sh"
+BROKEN = REPO / "tests/fixtures/k8s-broken"
+
+# fixture folder -> (resource refused, what the validator must say about it)
+EXPECTED: dict[str, tuple[str, list[str]]] = {
+    "image-latest": (
+        "Deployment/catalog-api",
+        ["image 'ghcr.io/datapolis/catalog:latest' has no version tag (never latest)"],
+    ),
+    "image-without-digest": (
+        "Deployment/ingest-worker",
+        ["image 'ghcr.io/datapolis/ingest:0.1.0' has no sha256 digest"],
+    ),
+    "deployment-without-probes": (
+        "Deployment/notify-worker",
+        ["container app has no livenessProbe", "container app has no readinessProbe"],
+    ),
+    "deployment-without-resources": (
+        "Deployment/consent-api",
+        ["container app has no resources requests.cpu, requests.memory, limits.memory"],
+    ),
+    "worker-without-pdb": (
+        "Deployment/catalog-worker",
+        ["no PodDisruptionBudget selects its pods"],
+    ),
+    "worker-without-network-policy": (
+        "Deployment/reports-worker",
+        ["no NetworkPolicy of type Egress selects its pods"],
+    ),
+    "pod-runs-as-root": (
+        "Deployment/ingest-api",
+        ["container app: runAsNonRoot is not true", "readOnlyRootFilesystem is not true"],
+    ),
+    "route-violates-crd": (
+        "HTTPRoute/ingest",
+        ["spec.rules.0.timeouts.request: '1 minute' does not match"],
+    ),
+    "route-to-missing-service": (
+        "HTTPRoute/catalog",
+        ["backendRef Service 'catalog' is not rendered"],
+    ),
+    "ingest-without-hashing": (
+        "HTTPRoute/ingest",
+        ["backend ingest-api needs a consistent hash on the Authorization header"],
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    output: str
+
+    def report(self, overlay: str) -> str:
+        """The lines validate.py printed about one overlay."""
+        found = re.search(rf"^{re.escape(overlay)}: .*?(?=^\S|\Z)", self.output, re.M | re.S)
+        assert found, f"no report for {overlay}:\n{self.output}"
+        return found.group(0)
+
+
+def validate(*overlays: str) -> Run:
+    # Generous: the first run installs kustomize and the Python tools.
+    done = subprocess.run(
+        [str(VALIDATE), *overlays], capture_output=True, text=True, timeout=900, check=False
+    )
+    return Run(done.returncode, done.stdout + done.stderr)
+
+
+@pytest.fixture(scope="module")
+def broken_run() -> Run:
+    return validate(*(str(BROKEN / name) for name in sorted(EXPECTED)))
+
+
+def test_the_overlays_are_valid() -> None:
+    run = validate()
+    assert run.returncode == 0, run.output
+    for overlay in ("dev", "prod", "demo"):
+        assert "all valid" in run.report(overlay)
+
+
+def test_every_broken_fixture_is_tested() -> None:
+    assert {p.name for p in BROKEN.iterdir() if p.is_dir()} == set(EXPECTED)
+
+
+def test_a_broken_manifest_fails_the_validation(broken_run: Run) -> None:
+    assert broken_run.returncode == 1, broken_run.output
+
+
+@pytest.mark.parametrize("fixture", sorted(EXPECTED))
+def test_each_broken_policy_is_named(broken_run: Run, fixture: str) -> None:
+    report = broken_run.report(fixture)
+    resource, problems = EXPECTED[fixture]
+    assert "all valid" not in report
+    assert f"INVALID {resource}\n" in report, report
+    for problem in problems:
+        assert problem in report, report
