@@ -17,6 +17,10 @@ import pytest
 
 from tests.infra import REPO
 
+# The first run on a machine installs kustomize (go install) and the Python
+# tools, which may take minutes; later runs take seconds.
+pytestmark = pytest.mark.timeout(900)
+
 VALIDATE = REPO / "deploy/k8s/validate.sh"
 BROKEN = REPO / "tests/fixtures/k8s-broken"
 
@@ -78,7 +82,6 @@ class Run:
 
 
 def validate(*overlays: str) -> Run:
-    # Generous: the first run installs kustomize and the Python tools.
     done = subprocess.run(
         [str(VALIDATE), *overlays], capture_output=True, text=True, timeout=900, check=False
     )
