@@ -118,6 +118,10 @@ bench: infra ## benchmarks: ingest against the real broker, the record-id window
 k8s-validate: ## render deploy/k8s overlays and validate them offline (core schemas and CRDs)
 	@deploy/k8s/validate.sh
 
+.PHONY: dashboard-check
+dashboard-check: ## every query of the Grafana dashboard reads a metric the running services export (after make up)
+	@$(VENV)/python deploy/k8s/check_dashboard.py
+
 logs: ## follow the services' logs
 	@tail -n 20 -F .local/logs/*.log
 
