@@ -55,11 +55,6 @@ EXTERNAL: dict[str, str] = {
         "Strimzi's Kafka Exporter: the services export no lag of their own; it is "
         "the broker's end offsets minus the group's committed ones"
     ),
-    "kafka_topic_partition_current_offset": (
-        "Strimzi's Kafka Exporter: records written to data.* and "
-        "datapolis.ingest.rejected whichever channel they came by; ingest counts "
-        "requests and batches, not records"
-    ),
 }
 
 # The samples a family of each type exposes, besides the family's own name.

@@ -22,6 +22,7 @@ from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from datapolis_consent.worker import CheckpointMetrics
+from datapolis_ingest.stats import records_counter
 from datapolis_notify.api.stream import StreamMetrics
 from datapolis_notify.delivery.metrics import DeliveryMetrics
 from datapolis_notify.entitlements.feed import EntitlementFeed
@@ -230,8 +231,10 @@ def test_the_dashboard_reads_only_metrics_the_code_defines_or_listed_externals()
     EntitlementFeed(Entitlements(), KafkaSettings(), EntitlementSettings(), metrics=service)
     consent = ServiceMetrics("consent")
     CheckpointMetrics(consent)
+    ingest = ServiceMetrics("ingest")
+    records_counter(ingest.registry)
     exported = set()
-    for registry in (service.registry, consent.registry):
+    for registry in (service.registry, consent.registry, ingest.registry):
         exported |= check.exported_names(generate_latest(registry).decode())
     dashboard = json.loads(check.DASHBOARD.read_text())
     problems, external = check.problems_of(dashboard, exported)
