@@ -17,13 +17,15 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from datapolis_shared.http.strict_json import StrictJsonRoute
 
 DOCS_PATH = "/docs"
 OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
@@ -45,8 +47,11 @@ def install_docs(app: FastAPI) -> None:
     """Serve ``/docs`` and its OAuth2 redirect page from local assets. ``app``
     must be built with ``docs_url=None, redoc_url=None``."""
     app.mount(ASSETS_PATH, StaticFiles(directory=assets_directory()), name="docs-assets")
+    # Like every route of the services (they take no body, but a route of
+    # another class would be the one place JSON is parsed loosely).
+    pages = APIRouter(route_class=StrictJsonRoute)
 
-    @app.get(DOCS_PATH, include_in_schema=False)
+    @pages.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         # root_path: the page still works when served under a path prefix.
         root = str(request.scope.get("root_path", ""))
@@ -60,6 +65,8 @@ def install_docs(app: FastAPI) -> None:
             swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         )
 
-    @app.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
+    @pages.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
     async def swagger_ui_oauth2_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
+
+    app.include_router(pages)
