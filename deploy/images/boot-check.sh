@@ -20,6 +20,7 @@ DSN="${DATABASE_URL:-postgresql://datapolis:datapolis@127.0.0.1:${PG_PORT:-55432
 PORT_BASE="${BOOT_CHECK_PORT:-18600}"
 DEADLINE="${BOOT_CHECK_TIMEOUT:-90}"
 RUN="bc$(date +%s)$$"
+LOGS=$(mktemp -d)
 SERVICES=("$@")
 ((${#SERVICES[@]})) || SERVICES=(catalog ingest consent notify demo)
 
@@ -92,6 +93,7 @@ async def main():
     await conn.close()
 asyncio.run(main())' "$DSN" "${schemas[@]}" >/dev/null 2>&1 || echo "[boot-check] could not drop schemas ${schemas[*]}" >&2
   fi
+  rm -rf "$LOGS"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -102,13 +104,14 @@ show_logs() {  # show_logs CONTAINER
   echo "-----" >&2
 }
 
-declare -A CONTAINER
+declare -A CONTAINER IMAGE
+services=()
 for service in "${SERVICES[@]}"; do
   image=$(image_of "$service")
   podman image exists "$image" || { fail "$service: no image $image (run: make images)"; continue; }
   user=$(podman image inspect --format '{{.Config.User}}' "$image")
   if [[ -z $user || $user == 0* || $user == root* ]]; then fail "$service: image runs as root ($user)"; fi
-
+  log "$service: $image, user $user"
   if [[ $service == demo ]]; then
     for cmd in --help "datapolis --help"; do
       # shellcheck disable=SC2086 # the command's words
@@ -120,23 +123,36 @@ for service in "${SERVICES[@]}"; do
     done
     continue
   fi
+  IMAGE[$service]=$image
+  services+=("$service")
+done
 
+# Every service's migrations at once (one schema each), then its processes.
+declare -A MIGRATE_PID
+for service in "${services[@]}"; do
   mapfile -t envs < <(env_args "$service")
-  if out=$(podman run --rm --name "$RUN-$service-migrate" "${HARDENED[@]}" "${envs[@]}" "$image" migrate 2>&1); then
-    log "$service: migrate succeeded ($(tail -n1 <<<"$out"))"
+  podman run --rm --name "$RUN-$service-migrate" "${HARDENED[@]}" "${envs[@]}" \
+    "${IMAGE[$service]}" migrate >"$LOGS/$service-migrate.log" 2>&1 &
+  MIGRATE_PID[$service]=$!
+done
+for service in "${services[@]}"; do
+  if wait "${MIGRATE_PID[$service]}"; then
+    log "$service: migrate succeeded ($(tail -n1 "$LOGS/$service-migrate.log"))"
   else
-    fail "$service: migrate failed"; echo "$out" >&2; continue
+    fail "$service: migrate failed"; cat "$LOGS/$service-migrate.log" >&2; continue
   fi
+  mapfile -t envs < <(env_args "$service")
   for role in api worker; do
     CONTAINER[$service-$role]="$RUN-$service-$role"
-    podman run -d --name "$RUN-$service-$role" "${HARDENED[@]}" "${envs[@]}" "$image" "$role" >/dev/null \
+    podman run -d --name "$RUN-$service-$role" "${HARDENED[@]}" "${envs[@]}" "${IMAGE[$service]}" "$role" >/dev/null \
       || fail "$service $role: could not start"
   done
-  log "$service: api (port ${API_PORT[$service]}) and worker (port ${WORKER_PORT[$service]}) started as user $user"
+  log "$service: api (port ${API_PORT[$service]}) and worker (port ${WORKER_PORT[$service]}) started"
 done
 
 # Wait for every API and worker to be ready, or the deadline.
 pending=("${!CONTAINER[@]}")
+((${#pending[@]})) || pending=()
 waited_from=$SECONDS
 while ((${#pending[@]})); do
   still=()
