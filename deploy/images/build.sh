@@ -43,8 +43,9 @@ if ((${#missing[@]})); then
 fi
 [[ -x $UV ]] || die "no uv at $UV; run: make install"
 
-base=$(deploy/images/base.sh)
-log "base: $base"
+mapfile -t bases < <(deploy/images/base.sh)
+((${#bases[@]} == 2)) || die "deploy/images/base.sh made no base"
+log "bases: ${bases[*]}"
 
 # uv for the build stage, as a one-file image made from the pinned uv that
 # make install brought from PyPI (the Containerfile's default is uv's own image).
@@ -79,7 +80,8 @@ for service in "${SERVICES[@]}"; do
   if ! buildah bud --isolation chroot --layers --pull=never --quiet \
     --file Containerfile \
     --build-arg "SERVICE=$service" \
-    --build-arg "BASE=$base" \
+    --build-arg "BASE=${bases[0]}" \
+    --build-arg "BUILD_BASE=${bases[1]}" \
     --build-arg "UV_IMAGE=$uv_image" \
     --build-arg "VERSION=$version" \
     --build-arg "REVISION=$revision" \
@@ -95,7 +97,7 @@ for service in "${SERVICES[@]}"; do
   log "built $tag in $((SECONDS - t0))s: $id"
 done
 
-# Dangling layers of earlier builds of the same tags.
-podman image prune --force >/dev/null 2>&1 || true
+# The untagged intermediate images are the layer cache of the next build
+# (buildah --layers): kept. `podman image prune` reclaims them.
 log "done in $((SECONDS - started))s"
 podman image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^$REGISTRY/" | sort
