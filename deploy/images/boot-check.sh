@@ -9,7 +9,8 @@
 #
 # Each run uses database schemas, consumer groups and ports of its own (ports
 # from $BOOT_CHECK_PORT, default 18600), so it can run beside `make up`.
-# Every container it started is removed at the end, and its schemas dropped.
+# Every container it started is removed at the end, its schemas and topics
+# dropped.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -79,19 +80,31 @@ cleanup() {
     # shellcheck disable=SC2086 # one id per word
     podman rm -f --time 5 $ids >/dev/null 2>&1 || true
   fi
-  # This run's schemas, dropped with the image's own asyncpg.
+  # This run's schemas and Kafka topics (the catalog worker's changelogs),
+  # dropped with the image's own asyncpg and aiokafka. Its consumer groups
+  # are left to expire (aiokafka has no call to delete them).
   local image schemas=()
   for service in "${SERVICES[@]}"; do [[ $service != demo ]] && schemas+=("${RUN}_$service"); done
   if ((${#schemas[@]})); then
     image=$(image_of "${schemas[0]#"${RUN}_"}")
     podman run --rm --network host --entrypoint python "$image" -c '
 import asyncio, sys, asyncpg
-async def main():
-    conn = await asyncpg.connect(sys.argv[1])
-    for schema in sys.argv[2:]:
+from aiokafka.admin import AIOKafkaAdminClient
+async def main(dsn, bootstrap, run, *schemas):
+    conn = await asyncpg.connect(dsn)
+    for schema in schemas:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     await conn.close()
-asyncio.run(main())' "$DSN" "${schemas[@]}" >/dev/null 2>&1 || echo "[boot-check] could not drop schemas ${schemas[*]}" >&2
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(f"datapolis-{run}-")]
+        if topics:
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+asyncio.run(main(*sys.argv[1:]))' "$DSN" "$KAFKA" "$RUN" "${schemas[@]}" >/dev/null 2>&1 \
+      || echo "[boot-check] could not drop this run's schemas and topics (${RUN}_*, datapolis-$RUN-*)" >&2
   fi
   rm -rf "$LOGS"
   exit "$rc"
