@@ -70,14 +70,17 @@ sbom() {
   local services=("$@") service image mnt pyproject out="$REPO/dist/sbom"
   ((${#services[@]})) || services=(catalog ingest consent notify demo)
   mkdir -p "$out"
+  [[ -x /usr/bin/python3.11 ]] || die "the SBOMs read the images' venvs with /usr/bin/python3.11: apt-get install python3.11"
   for service in "${services[@]}"; do
     image=$(sed -n '1s/@.*//p' "$REPO/dist/images/$service.digest" 2>/dev/null) \
       || die "no dist/images/$service.digest; run: make images"
     [[ -n $image ]] || die "no dist/images/$service.digest; run: make images"
     pyproject=services/$service/pyproject.toml
     [[ $service == demo ]] && pyproject=demo/pyproject.toml
-    # The image's venv, read in place: its python is the host's python3.11
-    # path, and its pyvenv.cfg puts the image's site-packages on the path.
+    # The image's venv, read in place: its python is a link to
+    # /usr/bin/python3.11, run here as the host's own (Debian's python3.11,
+    # which make install puts there), and its pyvenv.cfg puts the image's
+    # site-packages on the path.
     # cyclonedx-py's own schema validation takes 7 s a file; the check below
     # is the structural one that matters here.
     if [[ $EUID -eq 0 ]]; then
