@@ -67,7 +67,7 @@ PY
 }
 
 sbom() {
-  local services=("$@") service image mnt pyproject out="$REPO/dist/sbom"
+  local services=("$@") service image mnt pyproject log out="$REPO/dist/sbom"
   ((${#services[@]})) || services=(catalog ingest consent notify demo)
   mkdir -p "$out"
   [[ -x /usr/bin/python3.11 ]] || die "the SBOMs read the images' venvs with /usr/bin/python3.11: apt-get install python3.11"
@@ -85,12 +85,16 @@ sbom() {
     # is the structural one that matters here.
     if [[ $EUID -eq 0 ]]; then
       mnt=$(podman image mount "$image")
-      "$VENV/cyclonedx-py" environment --no-validate --pyproject "$pyproject" --output-reproducible \
-        --of JSON -o "$out/$service.cdx.json" "$mnt/opt/datapolis/bin/python" >/dev/null
+      if ! log=$("$VENV/cyclonedx-py" environment --no-validate --pyproject "$pyproject" \
+        --output-reproducible --of JSON -o "$out/$service.cdx.json" "$mnt/opt/datapolis/bin/python" 2>&1); then
+        podman image unmount "$image" >/dev/null
+        echo "$log" >&2
+        die "no SBOM for $image"
+      fi
       podman image unmount "$image" >/dev/null
     else
       podman unshare bash -c 'mnt=$(podman image mount "$1") && "$2" environment --no-validate --pyproject "$3" \
-        --output-reproducible --of JSON -o "$4" "$mnt/opt/datapolis/bin/python" >/dev/null; \
+        --output-reproducible --of JSON -o "$4" "$mnt/opt/datapolis/bin/python" >/dev/null 2>&1; \
         podman image unmount "$1" >/dev/null' _ "$image" "$VENV/cyclonedx-py" "$pyproject" "$out/$service.cdx.json"
     fi
     "$VENV/python" - "$out/$service.cdx.json" "$image" <<'PY'
