@@ -37,7 +37,9 @@ HARDENED=(
   --tmpfs /tmp:rw,nosuid,nodev,size=64m,mode=1777 --label "org.datapolis.boot-check=$RUN"
 )
 
-image_of() { sed -n '1s/@.*//p' "$REPO/dist/images/$1.digest" 2>/dev/null || echo "$REGISTRY/$1:latest"; }
+image_of() {  # the tag make images gave SERVICE's image (dist/images/SERVICE.digest)
+  cut -d' ' -f1 "$REPO/dist/images/$1.digest" 2>/dev/null || echo "$REGISTRY/$1:unbuilt"
+}
 
 declare -A API_PORT WORKER_PORT
 i=0

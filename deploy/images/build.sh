@@ -6,7 +6,7 @@
 #   deploy/images/build.sh [SERVICE...]     default: catalog ingest consent notify demo
 #
 # Tags ghcr.io/datapolis/<service>:<version> (version from the service's
-# pyproject) in the local store, writes each image ID to
+# pyproject) in the local store, writes "<tag> <image ID>" to
 # dist/images/<service>.digest, prints sizes and timings. Downloads during the
 # build (PyPI) trust $IMAGES_CA_BUNDLE (default: the host's CA bundle), given to
 # the build as a secret.
@@ -93,7 +93,9 @@ for service in "${SERVICES[@]}"; do
   fi
   id=$(cat "$OUT/$service.iid")
   rm -f "$OUT/$service.iid"
-  echo "$tag@$id" >"$OUT/$service.digest"
+  # The local image ID (its config's digest). The registry's manifest digest,
+  # the one to pin in kustomize, is known at push: podman push --digestfile.
+  echo "$tag $id" >"$OUT/$service.digest"
   log "built $tag in $((SECONDS - t0))s: $id"
 done
 

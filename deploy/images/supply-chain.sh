@@ -72,7 +72,7 @@ sbom() {
   mkdir -p "$out"
   [[ -x /usr/bin/python3.11 ]] || die "the SBOMs read the images' venvs with /usr/bin/python3.11: apt-get install python3.11"
   for service in "${services[@]}"; do
-    image=$(sed -n '1s/@.*//p' "$REPO/dist/images/$service.digest" 2>/dev/null) \
+    image=$(cut -d' ' -f1 "$REPO/dist/images/$service.digest" 2>/dev/null) \
       || die "no dist/images/$service.digest; run: make images"
     [[ -n $image ]] || die "no dist/images/$service.digest; run: make images"
     pyproject=services/$service/pyproject.toml
