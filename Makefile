@@ -121,6 +121,10 @@ images: install ## container images of every service and the demo, built here wi
 k8s-validate: ## render deploy/k8s overlays and validate them offline (core schemas and CRDs)
 	@deploy/k8s/validate.sh
 
+.PHONY: dashboard-check
+dashboard-check: ## every query of the Grafana dashboard reads a metric the running services export (after make up)
+	@$(VENV)/python deploy/k8s/check_dashboard.py
+
 logs: ## follow the services' logs
 	@tail -n 20 -F .local/logs/*.log
 

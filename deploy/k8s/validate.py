@@ -1,6 +1,6 @@
 """Validate rendered Kubernetes manifests offline; run by validate.sh.
 
-Three checks, all without a cluster:
+Four checks, all without a cluster:
 
 1. Schema. Core kinds against the Kubernetes JSON schemas shipped by the
    kubernetes-validate package (strict variant: an unknown field is an error);
@@ -11,6 +11,14 @@ Three checks, all without a cluster:
    Services, ports, ConfigMaps and Secrets (including those Strimzi and
    CloudNativePG create from the rendered resources) that exist.
 3. PrometheusRule expressions parse as PromQL.
+4. Policies of the project: every image pinned by a version tag (never
+   `latest`) and a digest; every container with resource requests and a
+   memory limit, every Deployment's with liveness and readiness probes;
+   every pod hardened (non-root, read-only root filesystem, no capabilities,
+   RuntimeDefault seccomp); every Deployment's pods covered by a
+   PodDisruptionBudget and by NetworkPolicies for ingress and egress; every
+   API Service routed by an HTTPRoute, whose Gateway, listener, backends and
+   policies exist; ingest's route hashed on the Authorization header.
 
 Usage: validate.py --crds DIR... --k8s-version 1.30 [--k8s-version 1.37] NAME=FILE...
 Exits 1 when any resource is invalid.
@@ -48,8 +56,23 @@ MANUAL_SECRETS = {
     "datapolis-operator": {"operator-key"},
     "datapolis-consent-receipts": {"signing-key", "retired-keys"},
     "datapolis-pg-backup-s3": {"ACCESS_KEY_ID", "ACCESS_SECRET_KEY"},
-    "datapolis-api-tls": {"tls.crt", "tls.key"},
 }
+
+# Backends the gateway must reach through a consistent hash on a request
+# header, and why. ingest deduplicates record ids in each replica's memory,
+# so a producer's retry must reach the replica of its first attempt.
+HASHED_BACKENDS = {
+    "ingest-api": (
+        "Authorization",
+        "ingest deduplicates record ids per replica (services/ingest/README.md, Idempotency)",
+    ),
+}
+
+# cert-manager issues the Secrets of a Gateway's listeners with one of these.
+CERT_MANAGER_ANNOTATIONS = ("cert-manager.io/cluster-issuer", "cert-manager.io/issuer")
+
+IMAGE = re.compile(r"^(?P<name>[^@]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[^@]+))?$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -190,6 +213,22 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against labels."""
+    if not matches(selector.get("matchLabels") or {}, labels):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        present = key in labels
+        if operator == "In" and labels.get(key) not in (values or []):
+            return False
+        if operator == "NotIn" and present and labels[key] in (values or []):
+            return False
+        if (operator == "Exists") != present and operator in ("Exists", "DoesNotExist"):
+            return False
+    return True
+
+
 def labels_of(doc: Doc) -> dict[str, str]:
     return doc["metadata"].get("labels") or {}
 
@@ -209,6 +248,12 @@ def operator_secrets(docs: list[Doc]) -> dict[str, set[str]]:
                 *("uri", "fqdn-uri", "jdbc-uri", "fqdn-jdbc-uri"),
             }
             made[f"{name}-ca"] = {"ca.crt", "ca.key"}
+        elif kind == "Gateway" and any(
+            a in (doc["metadata"].get("annotations") or {}) for a in CERT_MANAGER_ANNOTATIONS
+        ):
+            for listener in doc["spec"].get("listeners", []):
+                for ref in (listener.get("tls") or {}).get("certificateRefs", []):
+                    made[ref["name"]] = {"tls.crt", "tls.key"}
     return made
 
 
@@ -221,6 +266,8 @@ class Rendered:
     configmaps: dict[str, set[str]] = field(default_factory=dict)
     secrets: dict[str, set[str]] = field(default_factory=dict)
     pod_templates: list[Doc] = field(default_factory=list)
+    # HTTPRoute name -> the Service names of its backends
+    route_backends: dict[str, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for doc in self.docs:
@@ -232,10 +279,20 @@ class Rendered:
                 self.secrets[doc["metadata"]["name"]] = set(data)
             elif doc["kind"] in WORKLOAD_KINDS:
                 self.pod_templates.append(doc["spec"]["template"])
+            elif doc["kind"] == "HTTPRoute":
+                self.route_backends[doc["metadata"]["name"]] = {
+                    ref["name"]
+                    for rule in doc["spec"].get("rules", [])
+                    for ref in rule.get("backendRefs", [])
+                    if ref.get("kind", "Service") == "Service" and not ref.get("group")
+                }
         self.secrets |= operator_secrets(self.docs) | MANUAL_SECRETS
 
     def services(self) -> dict[str, Doc]:
         return self.by_kind.get("Service", {})
+
+    def of_kind(self, kind: str) -> list[Doc]:
+        return list(self.by_kind.get(kind, {}).values())
 
     def selects_pods(self, selector: dict[str, str]) -> bool:
         return any(matches(selector, labels_of(t)) for t in self.pod_templates)
@@ -269,6 +326,15 @@ def check_workload(doc: Doc, rendered: Rendered) -> Iterator[str]:
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for container in pod.get("initContainers", []) + pod["containers"]:
         yield from check_container(container, set(volumes), rendered)
+        yield from check_image(container)
+        yield from check_resources(container)
+        yield from check_hardening(pod, container)
+    if doc["kind"] == "Deployment":
+        for container in pod["containers"]:
+            for probe in ("livenessProbe", "readinessProbe"):
+                if probe not in container:
+                    yield f"container {container['name']} has no {probe}"
+        yield from check_coverage(labels_of(template), rendered)
     for volume in volumes.values():
         if "secret" in volume:
             name = volume["secret"]["secretName"]
@@ -277,6 +343,68 @@ def check_workload(doc: Doc, rendered: Rendered) -> Iterator[str]:
             for item in volume["secret"].get("items", []):
                 if item["key"] not in rendered.secrets.get(name, set()):
                     yield f"volume {volume['name']}: secret {name!r} has no key {item['key']!r}"
+
+
+def check_image(container: Doc) -> Iterator[str]:
+    """Pinned: a version tag (the release, readable) and a digest (the one
+    image that tag meant when it was pushed). kustomize renders both from an
+    overlay's `images:` as name:tag@sha256:..."""
+    image = container.get("image", "")
+    found = IMAGE.match(image)
+    where = f"container {container['name']}: image {image!r}"
+    if not found or not found["tag"] or found["tag"] == "latest":
+        yield f"{where} has no version tag (never latest): set newTag in the overlay's images"
+    if not found or not found["digest"] or not DIGEST.match(found["digest"]):
+        yield f"{where} has no sha256 digest: set digest in the overlay's images"
+
+
+def check_resources(container: Doc) -> Iterator[str]:
+    resources = container.get("resources") or {}
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    missing = [f"requests.{r}" for r in ("cpu", "memory") if r not in requests]
+    missing += ["limits.memory"] if "memory" not in limits else []
+    if missing:
+        yield f"container {container['name']} has no resources {', '.join(missing)}"
+
+
+def check_hardening(pod: Doc, container: Doc) -> Iterator[str]:
+    """The pod meets Pod Security `restricted`, and the image's read-only
+    root filesystem is enforced (writes go to emptyDir volumes)."""
+    pod_context = pod.get("securityContext") or {}
+    context = container.get("securityContext") or {}
+
+    def setting(key: str) -> Any:
+        return context.get(key, pod_context.get(key))
+
+    where = f"container {container['name']}"
+    if setting("runAsNonRoot") is not True:
+        yield f"{where}: runAsNonRoot is not true"
+    if setting("runAsUser") == 0:
+        yield f"{where}: runs as uid 0"
+    if (setting("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        yield f"{where}: seccompProfile is not RuntimeDefault"
+    if context.get("allowPrivilegeEscalation") is not False:
+        yield f"{where}: allowPrivilegeEscalation is not false"
+    if context.get("readOnlyRootFilesystem") is not True:
+        yield f"{where}: readOnlyRootFilesystem is not true"
+    if "ALL" not in ((context.get("capabilities") or {}).get("drop") or []):
+        yield f"{where}: capabilities do not drop ALL"
+
+
+def check_coverage(labels: dict[str, str], rendered: Rendered) -> Iterator[str]:
+    """A Deployment's pods keep a replica through node drains (a PDB) and are
+    inside the network policies, both ways."""
+    budgets = rendered.of_kind("PodDisruptionBudget")
+    if not any(selects(budget["spec"]["selector"], labels) for budget in budgets):
+        yield "no PodDisruptionBudget selects its pods"
+    policies = [
+        policy
+        for policy in rendered.of_kind("NetworkPolicy")
+        if selects(policy["spec"]["podSelector"], labels)
+    ]
+    for direction in ("Ingress", "Egress"):
+        if not any(direction in p["spec"].get("policyTypes", ["Ingress"]) for p in policies):
+            yield f"no NetworkPolicy of type {direction} selects its pods"
 
 
 def check_container(container: Doc, volumes: set[str], rendered: Rendered) -> Iterator[str]:
@@ -321,8 +449,8 @@ def check_service(doc: Doc, rendered: Rendered) -> Iterator[str]:
 
 
 def check_pdb(doc: Doc, rendered: Rendered) -> Iterator[str]:
-    selector = doc["spec"]["selector"].get("matchLabels", {})
-    if not rendered.selects_pods(selector):
+    selector = doc["spec"]["selector"]
+    if not any(selects(selector, labels_of(t)) for t in rendered.pod_templates):
         yield f"selector {selector} matches no pod template"
 
 
@@ -335,14 +463,87 @@ def check_hpa(doc: Doc, rendered: Rendered) -> Iterator[str]:
         yield f"{target['name']} sets replicas: every apply would undo the autoscaler's scaling"
 
 
-def check_ingress(doc: Doc, rendered: Rendered) -> Iterator[str]:
+def check_gateway(doc: Doc, rendered: Rendered) -> Iterator[str]:
+    for listener in doc["spec"]["listeners"]:
+        tls = listener.get("tls") or {}
+        for ref in tls.get("certificateRefs", []):
+            if ref.get("kind", "Secret") == "Secret" and ref["name"] not in rendered.secrets:
+                yield (
+                    f"listener {listener['name']}: certificate Secret {ref['name']!r} is neither "
+                    "rendered nor issued by cert-manager (annotate the Gateway with an issuer)"
+                )
+        if listener["protocol"] == "HTTPS" and not tls.get("certificateRefs"):
+            yield f"listener {listener['name']}: HTTPS without a certificate"
+
+
+def check_http_route(doc: Doc, rendered: Rendered) -> Iterator[str]:
+    gateways = rendered.by_kind.get("Gateway", {})
+    for parent in doc["spec"].get("parentRefs", []):
+        if parent.get("kind", "Gateway") != "Gateway":
+            continue
+        gateway = gateways.get(parent["name"])
+        if gateway is None:
+            yield f"parentRef Gateway {parent['name']!r} is not rendered"
+            continue
+        listeners = {listener["name"] for listener in gateway["spec"]["listeners"]}
+        if parent.get("sectionName") and parent["sectionName"] not in listeners:
+            yield f"parentRef: Gateway {parent['name']!r} has no listener {parent['sectionName']!r}"
     for rule in doc["spec"].get("rules", []):
-        for path in rule.get("http", {}).get("paths", []):
-            backend = path["backend"]["service"]
-            service = rendered.services().get(backend["name"])
-            ports = {p.get("name") for p in (service or {"spec": {}})["spec"].get("ports", [])}
-            if service is None or backend["port"].get("name", "") not in {*ports, ""}:
-                yield f"backend {backend['name']}:{backend['port']} is no rendered Service port"
+        for ref in rule.get("backendRefs", []):
+            if ref.get("kind", "Service") != "Service" or ref.get("group"):
+                continue
+            service = rendered.services().get(ref["name"])
+            if service is None:
+                yield f"backendRef Service {ref['name']!r} is not rendered"
+            elif ref.get("port") not in {p["port"] for p in service["spec"]["ports"]}:
+                yield f"backendRef {ref['name']}:{ref.get('port')} is no port of the Service"
+    yield from check_hashing(doc, rendered)
+
+
+def check_hashing(route: Doc, rendered: Rendered) -> Iterator[str]:
+    """HASHED_BACKENDS need a consistent hash on their header at the gateway:
+    for Envoy Gateway, a BackendTrafficPolicy on the route. (Another Gateway
+    implementation has its own resource for it: README, "Gateway
+    implementations"; teach this check that resource when you switch.)"""
+    name = route["metadata"]["name"]
+    for backend in sorted(rendered.route_backends.get(name, set()) & HASHED_BACKENDS.keys()):
+        header, why = HASHED_BACKENDS[backend]
+        policies = [
+            policy
+            for policy in rendered.of_kind("BackendTrafficPolicy")
+            if any(
+                t.get("kind") == "HTTPRoute" and t.get("name") == name
+                for t in policy["spec"].get("targetRefs", [])
+            )
+        ]
+        if not any(hashes_header(policy, header) for policy in policies):
+            yield (
+                f"backend {backend} needs a consistent hash on the {header} header, as {why}: "
+                "no BackendTrafficPolicy targets this route with one"
+            )
+
+
+def hashes_header(policy: Doc, header: str) -> bool:
+    balancer = policy["spec"].get("loadBalancer") or {}
+    hashing = balancer.get("consistentHash") or {}
+    headers = [h.get("name", "") for h in hashing.get("headers") or []]
+    headers += [(hashing.get("header") or {}).get("name", "")]
+    return balancer.get("type") == "ConsistentHash" and header.lower() in map(str.lower, headers)
+
+
+def check_policy_targets(doc: Doc, rendered: Rendered) -> Iterator[str]:
+    for target in doc["spec"].get("targetRefs", []):
+        if target["name"] not in rendered.by_kind.get(target["kind"], {}):
+            yield f"targetRef {target['kind']}/{target['name']} is not rendered"
+
+
+def check_api_routed(doc: Doc, rendered: Rendered) -> Iterator[str]:
+    """Every API Service is public through some HTTPRoute."""
+    if labels_of(doc).get("app.kubernetes.io/component") != "api":
+        return
+    name = doc["metadata"]["name"]
+    if not any(name in backends for backends in rendered.route_backends.values()):
+        yield "an API Service that no HTTPRoute routes to"
 
 
 def check_service_monitor(doc: Doc, rendered: Rendered) -> Iterator[str]:
@@ -368,10 +569,12 @@ def check_prometheus_rule(doc: Doc, _: Rendered) -> Iterator[str]:
 CHECKS: dict[str, list[Check]] = {
     "Deployment": [check_workload],
     "Job": [check_workload],
-    "Service": [check_service],
+    "Service": [check_service, check_api_routed],
     "PodDisruptionBudget": [check_pdb],
     "HorizontalPodAutoscaler": [check_hpa],
-    "Ingress": [check_ingress],
+    "Gateway": [check_gateway],
+    "HTTPRoute": [check_http_route],
+    "BackendTrafficPolicy": [check_policy_targets],
     "ServiceMonitor": [check_service_monitor],
     "PrometheusRule": [check_prometheus_rule],
 }

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Render every overlay with kustomize and validate each resource offline:
 # core kinds against the Kubernetes JSON schemas, custom resources (Strimzi,
-# CloudNativePG, Prometheus Operator) against their CRDs' openAPIV3Schema,
-# plus cross-references and PromQL (see validate.py). Exits non-zero on any
+# CloudNativePG, Prometheus Operator, Gateway API, Envoy Gateway) against
+# their CRDs' openAPIV3Schema, plus cross-references, PromQL and the
+# project's policies (pinned images, probes, resources, hardening, PDBs,
+# network policies, routes; see validate.py). Exits non-zero on any
 # invalid resource.
+#
+#   deploy/k8s/validate.sh [OVERLAY_DIR...]
+#
+# Without arguments it validates every folder of overlays/; with arguments,
+# those kustomization folders only (tests feed it broken ones). Each is
+# reported by its folder's name.
 #
 # Installs what it needs, pinned, into a cache folder (reused across runs):
 #   kustomize      go install (Go module proxy); `kubectl kustomize` if no Go
@@ -72,8 +80,10 @@ log "kustomize: ${KUSTOMIZE[*]}"
 rendered=$(mktemp -d)
 trap 'rm -rf "$rendered"' EXIT
 
+overlays=("$@")
+[[ ${#overlays[@]} -gt 0 ]] || overlays=("$here"/overlays/*/)
 targets=()
-for overlay in "$here"/overlays/*/; do
+for overlay in "${overlays[@]}"; do
   name=$(basename "$overlay")
   "${KUSTOMIZE[@]}" "$overlay" >"$rendered/$name.yaml"
   targets+=("$name=$rendered/$name.yaml")

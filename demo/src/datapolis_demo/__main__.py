@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from datapolis_demo.platform import DEV_OPERATOR_KEY, Platform, StepFailed, Urls
-from datapolis_demo.receiver import Receiver, SubjectIssuer
+from datapolis_demo.receiver import Receiver, ReceiverAddress, SubjectIssuer
 from datapolis_demo.seed import seed
 from datapolis_demo.story import Story, tell
 from datapolis_demo.stream import Streamer
@@ -24,18 +24,21 @@ def say(text: str) -> None:
 
 
 async def run(once: bool) -> int:
-    port = int(os.environ.get("DEMO_PORT", "8090"))
+    address = ReceiverAddress.from_env(os.environ)
     # Beside the local stack's own state (make clean removes both).
     state_dir = Path(
         os.environ.get("DEMO_STATE_DIR")
         or Path(os.environ.get("DATAPOLIS_STATE_DIR", ".local")) / "demo"
     )
-    base = f"http://127.0.0.1:{port}"
+    base = address.public_url
     platform = Platform(Urls.from_env(), os.environ.get("DATAPOLIS_OPERATOR_KEY", DEV_OPERATOR_KEY))
     issuer = SubjectIssuer(state_dir / "subject-issuer.pem", f"{base}/subjects")
     receiver = Receiver(secrets.token_hex(4), issuer)
-    await receiver.start("127.0.0.1", port)
-    say(f"the demo's webhook receiver and residents' token issuer listen on {base}")
+    await receiver.start(address.host, address.port)
+    say(
+        "the demo's webhook receiver and residents' token issuer listen on "
+        f"{address.host}:{address.port}, reached at {base}"
+    )
     streamer: Streamer | None = None
     try:
         say("seeding the metropolis")

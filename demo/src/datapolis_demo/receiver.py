@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,25 @@ def verify_signature(secret: str, headers: dict[str, str], body: bytes, now: flo
         if scheme == "v1" and hmac.compare_digest(signature, expected):
             return True
     return False
+
+
+@dataclass(frozen=True)
+class ReceiverAddress:
+    """Where the receiver listens, and the URL the platform reaches it at:
+    the base of its webhook URLs and of its token issuer. On one machine
+    both are the loopback; in a cluster it listens on every interface and
+    notify and consent call it by its Service's name."""
+
+    host: str
+    port: int
+    public_url: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ReceiverAddress:
+        port = int(environ.get("DEMO_PORT", "8090"))
+        host = environ.get("DEMO_HOST") or "127.0.0.1"
+        public_url = environ.get("DEMO_PUBLIC_URL") or f"http://127.0.0.1:{port}"
+        return cls(host, port, public_url.rstrip("/"))
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
 
 from datapolis_shared.events.catalog import DatasetRetired, SchemaVersionAdded
 from datapolis_shared.kafka import Producer, TopicSpec, ensure_topics
@@ -317,6 +318,7 @@ async def test_batch_counts_reach_the_ingest_events(
 ) -> None:
     dataset = await register_dataset(publisher.org_id)
     await _ready(ingest, publisher, dataset.slug)
+    before = await _records_counted(ingest)
     url = f"/datasets/{dataset.slug}/records"
     for _ in range(3):
         await ingest.client.post(
@@ -338,3 +340,21 @@ async def test_batch_counts_reach_the_ingest_events(
     await eventually(counted, timeout_s=20, interval_s=0.5)
     # Aggregated per interval, not one event per request.
     assert totals["events"] < 3 or ingest.settings.stats_interval_s < 0.1
+    # The same counts on /metrics, at once (what dashboards and alerts read).
+    after = await _records_counted(ingest)
+    assert after[("http", "accepted")] - before[("http", "accepted")] == 6
+    assert after[("http", "rejected")] - before[("http", "rejected")] == 3
+    assert after[("http", "duplicate")] == before[("http", "duplicate")]
+
+
+async def _records_counted(ingest: Ingest) -> dict[tuple[str, str], float]:
+    """``datapolis_ingest_records_total`` by (channel, outcome), from /metrics."""
+    page = await ingest.client.get("/metrics")
+    assert page.status_code == 200, page.text
+    return {
+        (sample.labels["channel"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(page.text)
+        if family.name == "datapolis_ingest_records"
+        for sample in family.samples
+        if sample.name == "datapolis_ingest_records_total"
+    }

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 import datapolis_ingest
 from datapolis_ingest.api import router
@@ -16,7 +17,7 @@ from datapolis_ingest.ingestion import DedupWindows, Ingestor
 from datapolis_ingest.limits import RecordSizeLimits
 from datapolis_ingest.registry import DatasetRegistry
 from datapolis_ingest.settings import IngestSettings
-from datapolis_ingest.stats import StatsAggregator
+from datapolis_ingest.stats import StatsAggregator, records_counter
 from datapolis_shared.events.base import CATALOG_EVENTS
 from datapolis_shared.http.app import create_service_app
 from datapolis_shared.kafka import (
@@ -117,15 +118,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     registry: DatasetRegistry | None = None
     stats: StatsAggregator | None = None
     purge: asyncio.Task[None] | None = None
+    records: Counter | None = None
 
     async def on_connected(runtime: Runtime) -> None:
-        nonlocal registry, stats, purge
+        nonlocal registry, stats, purge, records
 
         def sink() -> GroupCommitSink:
             return GroupCommitSink(runtime.require_producer())
 
         registry = await start_registry(runtime, config, group_suffix="registry")
-        stats = StatsAggregator(sink, interval_s=config.stats_interval_s)
+        # Whichever of this and the startup hook runs first registers it.
+        records = records or records_counter(runtime.metrics.registry)
+        stats = StatsAggregator(sink, interval_s=config.stats_interval_s, records=records)
         stats.start()
         idempotency = IdempotencyStore(
             runtime.pool, window_s=config.idempotency_window_s, lease_s=config.idempotency_lease_s
@@ -145,6 +149,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def stop_ingestion(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal records
+        # At startup, so /metrics lists the records counter before Kafka is reached.
+        records = records or records_counter(app.state.runtime.metrics.registry)
         try:
             yield
         finally:

@@ -4,7 +4,7 @@ At 20,000 records/s a database write per record id would be the bottleneck,
 so ids live in memory: per dataset, for ``window_s`` or until ``max_ids`` are
 held (the oldest go first). The guarantee is therefore per process and
 bounded: a retry that reaches another ingest replica, or arrives after the
-window, is written again. The Ingress pins each API key to one replica to make
+window, is written again. The Gateway pins each API key to one replica to make
 the first case rare (see the README, Idempotency). Consumers that need
 exactly-once keep the record id (``ce_id``) as a natural key.
 

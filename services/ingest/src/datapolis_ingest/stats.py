@@ -4,6 +4,10 @@ request (at 200 requests/s one event each would drown catalog's stats worker).
 
 Counts survive a failed send: they are added back and go with the next flush.
 Stats are not records: at worst a process that dies loses its last interval.
+
+The same counts, per channel and outcome, are also the process's
+``datapolis_ingest_records_total`` counter: what a dashboard or an alert
+reads, with no need for the broker's offsets.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter
 
 from datapolis_ingest.ports import RecordSink
 from datapolis_shared.errors import DatapolisError
@@ -27,10 +33,36 @@ Channel = Literal["http", "kafka"]
 _Key = tuple[str, str, str, Channel]  # dataset id, slug, producer org, channel
 
 
+OUTCOMES = ("accepted", "rejected", "duplicate")
+
+
+def records_counter(registry: CollectorRegistry) -> Counter:
+    """``datapolis_ingest_records_total{channel, outcome}``, every series at 0
+    from the start (a rate over a series that appears late misses its first
+    increase)."""
+    counter = Counter(
+        "datapolis_ingest_records_total",
+        "Records received, by channel (http, kafka) and outcome (accepted, rejected, duplicate)",
+        ["channel", "outcome"],
+        registry=registry,
+    )
+    for channel in ("http", "kafka"):
+        for outcome in OUTCOMES:
+            counter.labels(channel, outcome)
+    return counter
+
+
 class StatsAggregator:
-    def __init__(self, sink: Callable[[], RecordSink], *, interval_s: float) -> None:
+    def __init__(
+        self,
+        sink: Callable[[], RecordSink],
+        *,
+        interval_s: float,
+        records: Counter | None = None,
+    ) -> None:
         self._sink = sink
         self._interval_s = interval_s
+        self._records = records
         self._counts: dict[_Key, list[int]] = {}
         self._task: asyncio.Task[None] | None = None
         self.events_sent = 0
@@ -38,6 +70,22 @@ class StatsAggregator:
     def add(
         self,
         *,
+        dataset_id: str,
+        slug: str,
+        producer_org_id: str,
+        channel: Channel,
+        accepted: int,
+        rejected: int,
+        duplicates: int,
+    ) -> None:
+        if self._records is not None:
+            for outcome, count in zip(OUTCOMES, (accepted, rejected, duplicates), strict=True):
+                if count:
+                    self._records.labels(channel, outcome).inc(count)
+        self._gather(dataset_id, slug, producer_org_id, channel, accepted, rejected, duplicates)
+
+    def _gather(
+        self,
         dataset_id: str,
         slug: str,
         producer_org_id: str,
@@ -80,15 +128,15 @@ class StatsAggregator:
         try:
             await self._sink().send_many(records)
         except DatapolisError:
-            for e in events:  # not lost: they go with the next flush
-                self.add(
-                    dataset_id=e.dataset_id,
-                    slug=e.slug,
-                    producer_org_id=e.producer_org_id,
-                    channel=e.channel,
-                    accepted=e.accepted,
-                    rejected=e.rejected,
-                    duplicates=e.duplicates,
+            for e in events:  # not lost: they go with the next flush (counted once)
+                self._gather(
+                    e.dataset_id,
+                    e.slug,
+                    e.producer_org_id,
+                    e.channel,
+                    e.accepted,
+                    e.rejected,
+                    e.duplicates,
                 )
             raise
         self.events_sent += len(events)

@@ -41,7 +41,7 @@ from datapolis_ingest.propagation import NotKnownYet
 from datapolis_ingest.records import Malformed, Preparer, Rejection, dead_letters
 from datapolis_ingest.registry import DatasetRegistry
 from datapolis_ingest.settings import IngestSettings
-from datapolis_ingest.stats import StatsAggregator
+from datapolis_ingest.stats import StatsAggregator, records_counter
 from datapolis_ingest.validation import FieldError
 from datapolis_shared.errors import Conflict
 from datapolis_shared.events.base import raw_topic
@@ -200,6 +200,7 @@ class RawValidator:
 
 async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
     runtime = Runtime(settings=settings, metrics=ServiceMetrics(settings.service_name))
+    records = records_counter(runtime.metrics.registry)
     stats_holder: list[StatsAggregator] = []
     registry_holder: list[DatasetRegistry] = []
 
@@ -207,7 +208,9 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         producer = runtime.require_producer()
         registry = await start_registry(runtime, settings, group_suffix="worker-registry")
         registry_holder.append(registry)
-        stats = StatsAggregator(lambda: producer, interval_s=settings.stats_interval_s)
+        stats = StatsAggregator(
+            lambda: producer, interval_s=settings.stats_interval_s, records=records
+        )
         stats.start()
         stats_holder.append(stats)
         windows = DedupWindows(window_s=settings.dedup_window_s, max_ids=settings.dedup_max_ids)

@@ -11,6 +11,7 @@ import datapolis_notify
 from datapolis_notify.api import deliveries as deliveries_api
 from datapolis_notify.api import stream as stream_api
 from datapolis_notify.api import subscriptions as subscriptions_api
+from datapolis_notify.api.stream import StreamMetrics
 from datapolis_notify.entitlements.feed import EntitlementFeed, start_entitlements
 from datapolis_notify.settings import NotifySettings
 from datapolis_shared.http.app import create_service_app
@@ -41,6 +42,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.state.entitlements = feed.view
 
     @asynccontextmanager
+    async def stream_metrics_lifespan(api: FastAPI) -> AsyncIterator[None]:
+        # At startup rather than with the first stream, so /metrics lists the
+        # server-sent event families (at 0) before anyone has opened one.
+        api.state.stream_metrics = StreamMetrics(api.state.runtime.metrics.registry)
+        yield
+
+    @asynccontextmanager
     async def entitlements_lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
@@ -60,6 +68,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         ],
         on_connected=on_connected,
         sync_keys=True,
-        lifespans=[entitlements_lifespan],
+        lifespans=[stream_metrics_lifespan, entitlements_lifespan],
     )
     return app

@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 
 from datapolis_shared.auth import Principal
 from datapolis_shared.http import problems
+from datapolis_shared.http.docs import install_docs
 from datapolis_shared.http.middleware import (
     BodySizeLimitMiddleware,
     HeaderSizeLimitMiddleware,
@@ -120,7 +121,11 @@ def build_app(
             version=version,
             lifespan=lifespan,
             middleware=stack,
+            # /docs from the package (install_docs), not from a CDN; no ReDoc
+            docs_url=None,
+            redoc_url=None,
         )
+        install_docs(app)
         install_openapi(
             app,
             authenticate=authenticate,

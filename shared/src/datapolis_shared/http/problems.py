@@ -13,7 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from datapolis_shared import errors
 from datapolis_shared.logs import request_id_var
@@ -159,6 +160,13 @@ def allowed_methods(request: Request) -> list[str]:
     for route in request.app.router.routes:
         if isinstance(route, Route) and route.methods and route.path_regex.match(path):
             methods |= route.methods
+        elif (
+            isinstance(route, Mount)
+            and isinstance(route.app, StaticFiles)
+            and route.path_regex.match(path)
+        ):
+            # The docs' assets (see ``docs``): files read, never written.
+            methods |= {"GET", "HEAD"}
     return sorted(methods)
 
 

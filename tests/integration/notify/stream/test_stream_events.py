@@ -231,3 +231,12 @@ async def test_an_id_past_the_end_resumes_at_the_end_not_from_the_start(
         (event,) = await events.records(1)
     assert event.json()["data"] == {"meter_id": "m-3"}
     assert event.id == "0:3"
+
+
+async def test_metrics_list_the_stream_families_before_any_stream_opens(notify: Notify) -> None:
+    # The dashboard's server-sent event panels read these: they must be
+    # exported (at 0) by a notify API nobody has streamed from yet.
+    metrics = (await notify.client.get(f"{notify.url}/metrics")).text
+    assert "\ndatapolis_notify_sse_streams_open 0.0\n" in metrics
+    assert "# TYPE datapolis_notify_sse_records_total counter" in metrics
+    assert "# TYPE datapolis_notify_sse_streams_ended_total counter" in metrics
