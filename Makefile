@@ -28,7 +28,7 @@ VENV := .venv/bin
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: help install infra up down status migrate demo test test-unit lint bench k8s-validate logs clean
+.PHONY: help install infra up down status migrate demo test test-unit lint bench k8s-validate images logs clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,7 +87,7 @@ lint: ## ruff, mypy strict, the import contract, shellcheck
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy shared/src services/catalog/src services/ingest/src services/consent/src services/notify/src cli/src demo/src
 	$(VENV)/lint-imports
-	@if command -v shellcheck >/dev/null; then shellcheck deploy/local/*.sh .ci/run; \
+	@if command -v shellcheck >/dev/null; then shellcheck deploy/local/*.sh deploy/images/*.sh .ci/run; \
 	 else echo "shellcheck not installed; skipped (apt-get install shellcheck)"; fi
 
 bench: infra ## benchmarks: ingest against the real broker, the record-id window, catalog-to-ingest propagation, consent ledger verification, consent grants and revocations, signed webhook deliveries/s, notify's entitlement decisions, server-sent event latency, end to end: ingest to webhook and SSE, fan-out, withdrawals under load (prints figures)
@@ -114,6 +114,9 @@ bench: infra ## benchmarks: ingest against the real broker, the record-id window
 	@KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(KAFKA_PORT) \
 	 DATABASE_URL=postgresql://datapolis:datapolis@127.0.0.1:$(PG_PORT)/datapolis \
 	 $(VENV)/python bench/e2e.py
+
+images: install ## container images of every service and the demo, built here with buildah from a Debian base (deploy/images/)
+	@deploy/images/build.sh
 
 k8s-validate: ## render deploy/k8s overlays and validate them offline (core schemas and CRDs)
 	@deploy/k8s/validate.sh
