@@ -28,6 +28,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from datapolis_shared.postgres.migrate import apply, service_migrations
 from tests.conftest import _free_port
+from tests.e2e.service_env import service_env
 from tests.infra import REPO
 
 SERVICES = ("catalog", "ingest", "consent", "notify")
@@ -66,20 +67,6 @@ class Visit:
     errors: list[str] = field(default_factory=list)
 
 
-def _env(name: str, kafka: str, database_url: str, schema: str, port: int) -> dict[str, str]:
-    prefix = name.upper()
-    return {
-        **os.environ,
-        f"{prefix}_DEV": "true",
-        f"{prefix}_KAFKA__BOOTSTRAP_SERVERS": kafka,
-        f"{prefix}_POSTGRES__DSN": database_url,
-        f"{prefix}_POSTGRES__DB_SCHEMA": schema,
-        f"{prefix}_HTTP__PORT": str(port),
-        f"{prefix}_LOG_JSON": "true",
-        f"{prefix}_LOG_LEVEL": "WARNING",
-    }
-
-
 async def _start(name: str, kafka: str, database_url: str, schema: str, logs: Path) -> Service:
     """Migrates the service's schema (what its ``migrate`` command does), then
     starts its API; its output goes to ``logs/<name>.log``."""
@@ -87,7 +74,11 @@ async def _start(name: str, kafka: str, database_url: str, schema: str, logs: Pa
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"datapolis_{name}", "api",
-        env=_env(name, kafka, database_url, schema, port), cwd=REPO,
+        env=service_env(
+            name, kafka=kafka, database_url=database_url, schema=schema, port=port,
+            **{f"{name.upper()}_LOG_LEVEL": "WARNING"},
+        ),
+        cwd=REPO,
         stdout=(logs / f"{name}.log").open("wb"), stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     return Service(name, f"http://127.0.0.1:{port}", process)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from datapolis_shared.settings import DEV_OPERATOR_KEY
 from tests.conftest import _free_port
+from tests.e2e.service_env import service_env
 from tests.infra import REPO
 
 SERVICES = ("catalog", "ingest", "consent", "notify")
@@ -97,21 +97,21 @@ class Service:
 
 def _env(name: str, kafka: str, database_url: str, schema: str, port: int) -> dict[str, str]:
     prefix = name.upper()
-    return {
-        **os.environ,
-        f"{prefix}_DEV": "true",
-        f"{prefix}_KAFKA__BOOTSTRAP_SERVERS": kafka,
-        f"{prefix}_POSTGRES__DSN": database_url,
-        f"{prefix}_POSTGRES__DB_SCHEMA": schema,
-        f"{prefix}_HTTP__PORT": str(port),
-        f"{prefix}_LOG_JSON": "true",
-        f"{prefix}_LOG_LEVEL": "WARNING",
-        # The tester sends hundreds of bad keys from one address on purpose
-        # (to check that each operation refuses them); throttled, every later
-        # request would get 429 and test nothing.
-        f"{prefix}_AUTH__MAX_FAILURES": "1000000",
-        **({"CONSENT_SUBJECT_TOKEN_ISSUERS": _subject_issuers()} if name == "consent" else {}),
-    }
+    return service_env(
+        name,
+        kafka=kafka,
+        database_url=database_url,
+        schema=schema,
+        port=port,
+        **{
+            f"{prefix}_LOG_LEVEL": "WARNING",
+            # The tester sends hundreds of bad keys from one address on purpose
+            # (to check that each operation refuses them); throttled, every later
+            # request would get 429 and test nothing.
+            f"{prefix}_AUTH__MAX_FAILURES": "1000000",
+            **({"CONSENT_SUBJECT_TOKEN_ISSUERS": _subject_issuers()} if name == "consent" else {}),
+        },
+    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ within 10 s when Kafka stops and ready again when it comes back.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import uuid
@@ -20,6 +19,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.conftest import PrivateKafka, _free_port
+from tests.e2e.service_env import service_env
 from tests.infra import REPO
 
 SERVICES = ("catalog", "ingest", "consent", "notify")
@@ -32,19 +32,6 @@ class ServiceProcess:
     process: asyncio.subprocess.Process
 
 
-def _env(name: str, kafka: str, database_url: str, schema: str, port: int) -> dict[str, str]:
-    prefix = name.upper()
-    return {
-        **os.environ,
-        f"{prefix}_DEV": "true",
-        f"{prefix}_KAFKA__BOOTSTRAP_SERVERS": kafka,
-        f"{prefix}_POSTGRES__DSN": database_url,
-        f"{prefix}_POSTGRES__DB_SCHEMA": schema,
-        f"{prefix}_HTTP__PORT": str(port),
-        f"{prefix}_LOG_JSON": "true",
-    }
-
-
 @pytest.fixture
 async def platform(
     private_kafka: PrivateKafka, database_url: str, tmp_path: Path
@@ -54,7 +41,13 @@ async def platform(
     try:
         for name in SERVICES:
             port = _free_port()
-            env = _env(name, private_kafka.bootstrap, database_url, f"e2e_{name}_{run_id}", port)
+            env = service_env(
+                name,
+                kafka=private_kafka.bootstrap,
+                database_url=database_url,
+                schema=f"e2e_{name}_{run_id}",
+                port=port,
+            )
             migrate = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
