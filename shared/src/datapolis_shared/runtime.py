@@ -25,6 +25,7 @@ from datapolis_shared.events.cloudevents import from_structured
 from datapolis_shared.kafka import (
     BatchHandler,
     ConsumerLoop,
+    Dependency,
     Handler,
     Park,
     Producer,
@@ -96,8 +97,11 @@ class Runtime:
         max_records: int = 500,
         retry: RetryPolicy | None = None,
         park: Park | None = None,
+        dependencies: Sequence[Dependency] = (),
     ) -> ConsumerLoop:
-        """Start a consumer loop that readiness watches (see ``ConsumerLoop``)."""
+        """Start a consumer loop that readiness watches (see ``ConsumerLoop``).
+        ``dependencies`` are probed besides Kafka and PostgreSQL (e.g. that
+        the service's tables exist)."""
         loop = ConsumerLoop(
             self.settings.kafka,
             name=name,
@@ -113,7 +117,7 @@ class Runtime:
             metrics=self.metrics,
             # A handler failing while PostgreSQL is down pauses the loop
             # rather than parking good records (Kafka is always probed).
-            dependencies=[self.ping_postgres],
+            dependencies=[self.ping_postgres, *dependencies],
             retry=retry,
             park=park,
         )

@@ -94,25 +94,17 @@ def start_dataset_projection(
     ``consumer:datasets``. Besides PostgreSQL answering, it needs consent's
     tables: started before the migration, it holds its record until they
     exist rather than parking catalog's events on the dead letters."""
-    settings = runtime.settings
     projection = DatasetProjection(runtime.pool, on_retired=on_retired)
 
     async def handle(record: object) -> None:
         await projection.on_catalog_event(getattr(record, "value", None) or b"")
 
-    loop = ConsumerLoop(
-        settings.kafka,
+    return runtime.add_consumer(
         name=CONSUMER,
-        group_id=f"datapolis-{settings.service_name}-{CONSUMER}",
-        producer=runtime.require_producer(),
         topics=[topic],
         handler=handle,
-        metrics=runtime.metrics,
-        dependencies=[runtime.ping_postgres, projection.require_tables],
+        dependencies=[projection.require_tables],
     )
-    runtime.consumers.append(loop)
-    loop.start()
-    return loop
 
 
 def create_app(

@@ -336,16 +336,9 @@ def start_notifications(runtime: Runtime, settings: EntitlementSettings) -> Cons
     worker's job; call it once connected). One consumer group shared by the
     worker's replicas: each event is turned into notifications once."""
     notifications = Notifications(runtime.pool)
-    loop = ConsumerLoop(
-        runtime.settings.kafka,
+    return runtime.add_consumer(
         name=CONSUMER,
-        group_id=f"datapolis-{runtime.settings.service_name}-{CONSUMER}",
-        producer=runtime.require_producer(),
         topics=[settings.catalog_events_topic, settings.consent_events_topic],
         handler=notifications.on_record,
-        metrics=runtime.metrics,
-        dependencies=[runtime.ping_postgres, notifications.require_tables],
+        dependencies=[notifications.require_tables],
     )
-    runtime.consumers.append(loop)
-    loop.start()
-    return loop

@@ -361,16 +361,9 @@ def start_entitlement_projection(runtime: Runtime, settings: EntitlementSettings
     Besides PostgreSQL answering, it needs notify's tables: started before
     the migration, it holds its record rather than parking events."""
     projection = EntitlementProjection(runtime.pool)
-    loop = ConsumerLoop(
-        runtime.settings.kafka,
+    return runtime.add_consumer(
         name=CONSUMER,
-        group_id=f"datapolis-{runtime.settings.service_name}-{CONSUMER}",
-        producer=runtime.require_producer(),
         topics=[settings.catalog_events_topic, settings.consent_events_topic],
         handler=projection.on_record,
-        metrics=runtime.metrics,
-        dependencies=[runtime.ping_postgres, projection.require_tables],
+        dependencies=[projection.require_tables],
     )
-    runtime.consumers.append(loop)
-    loop.start()
-    return loop
